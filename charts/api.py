@@ -1,0 +1,94 @@
+"""The Django API: Deployment, Service, and optionally HPA and PDB."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from constructs import Construct
+
+from charts.config import ApiConfig
+from charts.workload import Container, Deployment, Port, Probe, Probes
+from imports import k8s
+
+if TYPE_CHECKING:
+    from charts.stack import Stack
+
+HTTP_PORT = 8000
+# gunicorn's graceful timeout (app/gunicorn.conf.py reads it from the env).
+GRACEFUL_TIMEOUT_SECONDS = 25
+
+
+class Api(Construct):
+    def __init__(self, scope: Construct, id: str, *, stack: Stack, config: ApiConfig,
+                 app_env: Sequence[k8s.EnvVar], volumes: Sequence[k8s.Volume] = (),
+                 mounts: Sequence[k8s.VolumeMount] = ()) -> None:
+        super().__init__(scope, id)
+        if config.termination_grace_seconds < config.drain_seconds + GRACEFUL_TIMEOUT_SECONDS + 5:
+            raise ValueError(
+                f"api.termination_grace_seconds ({config.termination_grace_seconds}) must cover "
+                f"drain_seconds ({config.drain_seconds}) + gunicorn graceful timeout "
+                f"({GRACEFUL_TIMEOUT_SECONDS}) + 5")
+        command = (["python", "manage.py", "runserver", f"0.0.0.0:{HTTP_PORT}"] if config.dev_reload
+                   else ["gunicorn", "--config", "gunicorn.conf.py", "config.wsgi"])
+        container = Container(
+            name="api",
+            image=config.image.ref,
+            command=command,
+            env=[
+                *app_env,
+                k8s.EnvVar(name="GUNICORN_WORKERS", value=str(config.gunicorn_workers)),
+                k8s.EnvVar(name="GUNICORN_GRACEFUL_TIMEOUT", value=str(GRACEFUL_TIMEOUT_SECONDS)),
+            ],
+            ports=[Port(name="http", port=HTTP_PORT)],
+            probes=Probes(
+                # Up to 150 s for a cold start before liveness takes over.
+                startup=Probe(http_path="/healthz", port=HTTP_PORT, period_seconds=5, failure_threshold=30),
+                readiness=Probe(http_path="/readyz", port=HTTP_PORT, period_seconds=10, failure_threshold=3),
+                liveness=Probe(http_path="/healthz", port=HTTP_PORT, period_seconds=15, failure_threshold=4),
+            ),
+            resources=config.resources,
+            mounts=mounts,
+            pre_stop_sleep_seconds=config.drain_seconds or None,
+        )
+        self.workload = Deployment(
+            self, "workload",
+            stack=stack, name="api", component="web", version=config.image.tag or "unversioned",
+            containers=[container],
+            volumes=volumes,
+            termination_grace_seconds=config.termination_grace_seconds,
+            # With an HPA the replica count belongs to it; leaving it out keeps
+            # kubectl apply and Argo CD from resetting the scale on each sync.
+            replicas=None if config.autoscaling.enabled else config.replicas,
+            max_surge=1, max_unavailable=0,
+        )
+        self.peer = self.workload.peer
+        self.port = HTTP_PORT
+
+        identity = self.workload.identity
+        if config.autoscaling.enabled:
+            scaling = config.autoscaling
+            k8s.KubeHorizontalPodAutoscalerV2(
+                self, "hpa",
+                metadata=self.workload.meta(),
+                spec=k8s.HorizontalPodAutoscalerSpecV2(
+                    scale_target_ref=k8s.CrossVersionObjectReferenceV2(
+                        api_version="apps/v1", kind="Deployment", name=self.workload.name),
+                    min_replicas=scaling.min_replicas,
+                    max_replicas=scaling.max_replicas,
+                    metrics=[k8s.MetricSpecV2(type="Resource", resource=k8s.ResourceMetricSourceV2(
+                        name="cpu", target=k8s.MetricTargetV2(
+                            type="Utilization", average_utilization=scaling.cpu_utilization)))],
+                ),
+            )
+        smallest = config.autoscaling.min_replicas if config.autoscaling.enabled else config.replicas
+        # A PDB on a single replica would block every node drain.
+        if config.disruption_budget and smallest >= 2:
+            k8s.KubePodDisruptionBudget(
+                self, "pdb",
+                metadata=self.workload.meta(),
+                spec=k8s.PodDisruptionBudgetSpec(
+                    max_unavailable=k8s.IntOrString.from_number(1),
+                    selector=k8s.LabelSelector(match_labels=identity.selector()),
+                ),
+            )

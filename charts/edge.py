@@ -1,0 +1,184 @@
+"""The public entry: one Ingress, TLS, and the controller-specific limits.
+
+Only /api, /admin and /static reach the API Service. Rate limit and body
+size come from the profile and are rendered in the chosen controller's own
+vocabulary: annotations for the F5 NGINX Ingress Controller (and the retired
+ingress-nginx, only when chosen explicitly), Middleware resources for
+Traefik. In stage and prod a cert-manager ClusterIssuer requests the
+certificate from Let's Encrypt; in dev the TLS Secret comes from a local CA
+(scripts/dev-certs.sh) and nothing secret is rendered.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from constructs import Construct
+
+from charts.config import EdgeConfig
+from charts.labels import api_metadata, metadata
+from charts.network import Peer, pods_in
+from imports import k8s
+from imports.io import cert_manager as cm
+from imports.io import traefik
+from imports.io.k8s.networking import gateway as gw
+
+if TYPE_CHECKING:
+    from charts.stack import Stack
+
+PUBLIC_PATHS = ("/api", "/admin", "/static")
+ACME_SERVERS = {
+    "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
+    "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+# cert-manager runs its HTTP-01 solver pods in the Ingress' namespace.
+ACME_SOLVER_LABELS = {"acme.cert-manager.io/http01-solver": "true"}
+ACME_SOLVER_PORT = 8089
+
+
+def parse_rate(rate: str) -> tuple[int, str]:
+    match = re.fullmatch(r"([1-9][0-9]*)r/([sm])", rate)
+    if not match:
+        raise ValueError(f"edge.rate_limit: {rate!r} must look like 10r/s or 600r/m")
+    return int(match.group(1)), match.group(2)
+
+
+class Edge(Construct):
+    def __init__(self, scope: Construct, id: str, *, stack: Stack, config: EdgeConfig,
+                 domain: str, backend_service: str, backend_port: int, backend: Peer) -> None:
+        super().__init__(scope, id)
+        self.identity = stack.identity("edge", "edge", stack.version)
+        namespace = stack.namespace
+        self.controller: Peer = pods_in(config.controller_namespace, config.controller_pod_labels,
+                                        key="ingress-controller")
+        stack.network.allow(self.controller, backend, backend_port, reason="public traffic to the API")
+
+        annotations: dict[str, str] = {}
+        issuer_name = None
+        if config.tls.mode == "acme":
+            issuer_name = f"{stack.profile.instance}-{config.tls.acme_server}"
+            self._cluster_issuer(issuer_name, config)
+            annotations["cert-manager.io/cluster-issuer"] = issuer_name
+            solver = Peer(key="acme-solver", selector=tuple(sorted(ACME_SOLVER_LABELS.items())))
+            stack.network.allow(self.controller, solver, ACME_SOLVER_PORT,
+                                reason="Let's Encrypt HTTP-01 challenge")
+
+        rules = [k8s.IngressRule(host=domain, http=k8s.HttpIngressRuleValue(paths=[
+            k8s.HttpIngressPath(
+                path=path, path_type="Prefix",
+                backend=k8s.IngressBackend(service=k8s.IngressServiceBackend(
+                    name=backend_service, port=k8s.ServiceBackendPort(number=backend_port))))
+            for path in PUBLIC_PATHS]))]
+        tls = [k8s.IngressTls(hosts=[domain], secret_name=config.tls.secret_name)]
+
+        if config.controller == "nginx-inc":
+            annotations.update(self._nginx_inc_annotations(config))
+        elif config.controller == "ingress-nginx-legacy":
+            annotations.update(self._ingress_nginx_annotations(config))
+        else:
+            annotations.update(self._traefik_middlewares(config, namespace))
+            # Traefik routers are per entrypoint: the plain-HTTP router only redirects.
+            redirect = f"{namespace}-redirect-https@kubernetescrd"
+            k8s.KubeIngress(
+                self, "http-redirect",
+                metadata=metadata(self.identity, "public-http", namespace, annotations={
+                    "traefik.ingress.kubernetes.io/router.entrypoints": "web",
+                    "traefik.ingress.kubernetes.io/router.middlewares": redirect,
+                }),
+                spec=k8s.IngressSpec(ingress_class_name=config.ingress_class, rules=rules),
+            )
+
+        self.ingress = k8s.KubeIngress(
+            self, "ingress",
+            metadata=metadata(self.identity, "public", namespace, annotations=annotations),
+            spec=k8s.IngressSpec(ingress_class_name=config.ingress_class, tls=tls, rules=rules),
+        )
+
+        if config.gateway.enabled:
+            gateway = config.gateway
+            gw.HttpRoute(
+                self, "http-route",
+                metadata=api_metadata(self.identity, "public", namespace),
+                spec=gw.HttpRouteSpec(
+                    parent_refs=[gw.HttpRouteSpecParentRefs(
+                        name=gateway.name, namespace=gateway.namespace, section_name=gateway.section_name)],
+                    hostnames=[domain],
+                    rules=[gw.HttpRouteSpecRules(
+                        matches=[gw.HttpRouteSpecRulesMatches(path=gw.HttpRouteSpecRulesMatchesPath(
+                            type=gw.HttpRouteSpecRulesMatchesPathType.PATH_PREFIX, value=path))
+                            for path in PUBLIC_PATHS],
+                        backend_refs=[gw.HttpRouteSpecRulesBackendRefs(name=backend_service, port=backend_port)],
+                    )],
+                ),
+            )
+
+    def _cluster_issuer(self, name: str, config: EdgeConfig) -> None:
+        cm.ClusterIssuer(
+            self, "cluster-issuer",
+            metadata=api_metadata(self.identity, name, None),
+            spec=cm.ClusterIssuerSpec(acme=cm.ClusterIssuerSpecAcme(
+                server=ACME_SERVERS[config.tls.acme_server],
+                email=config.tls.acme_email,
+                private_key_secret_ref=cm.ClusterIssuerSpecAcmePrivateKeySecretRef(name=f"{name}-account-key"),
+                solvers=[cm.ClusterIssuerSpecAcmeSolvers(http01=cm.ClusterIssuerSpecAcmeSolversHttp01(
+                    ingress=cm.ClusterIssuerSpecAcmeSolversHttp01Ingress(ingress_class_name=config.ingress_class)))],
+            )),
+        )
+
+    @staticmethod
+    def _nginx_inc_annotations(config: EdgeConfig) -> dict[str, str]:
+        # nginx.org/limit-req-* need F5 NGINX Ingress Controller >= 3.5.
+        parse_rate(config.rate_limit)
+        annotations = {
+            "nginx.org/client-max-body-size": config.body_size,
+            "nginx.org/limit-req-rate": config.rate_limit,
+            "nginx.org/limit-req-burst": str(config.rate_limit_burst),
+            "nginx.org/limit-req-no-delay": "true",
+            "nginx.org/limit-req-reject-code": "429",
+            "ingress.kubernetes.io/ssl-redirect": "true",
+        }
+        if config.hsts:
+            annotations.update({
+                "nginx.org/hsts": "true",
+                "nginx.org/hsts-max-age": str(config.hsts_max_age_seconds),
+                "nginx.org/hsts-include-subdomains": "false",
+            })
+        return annotations
+
+    @staticmethod
+    def _ingress_nginx_annotations(config: EdgeConfig) -> dict[str, str]:
+        # The retired kubernetes/ingress-nginx: explicit legacy choice only.
+        count, unit = parse_rate(config.rate_limit)
+        per = "limit-rps" if unit == "s" else "limit-rpm"
+        burst_multiplier = max(1, (config.rate_limit_burst + count - 1) // count)
+        return {
+            "nginx.ingress.kubernetes.io/proxy-body-size": config.body_size,
+            f"nginx.ingress.kubernetes.io/{per}": str(count),
+            "nginx.ingress.kubernetes.io/limit-burst-multiplier": str(burst_multiplier),
+            "nginx.ingress.kubernetes.io/force-ssl-redirect": "true",
+        }
+
+    def _traefik_middlewares(self, config: EdgeConfig, namespace: str) -> dict[str, str]:
+        count, unit = parse_rate(config.rate_limit)
+        middlewares: dict[str, traefik.MiddlewareSpec] = {
+            "rate-limit": traefik.MiddlewareSpec(rate_limit=traefik.MiddlewareSpecRateLimit(
+                average=count, burst=max(config.rate_limit_burst, 1),
+                period=traefik.MiddlewareSpecRateLimitPeriod.from_string("1s" if unit == "s" else "1m"))),
+            "body-size": traefik.MiddlewareSpec(buffering=traefik.MiddlewareSpecBuffering(
+                max_request_body_bytes=config.body_size_bytes)),
+            "redirect-https": traefik.MiddlewareSpec(redirect_scheme=traefik.MiddlewareSpecRedirectScheme(
+                scheme="https", permanent=True)),
+        }
+        if config.hsts:
+            middlewares["hsts"] = traefik.MiddlewareSpec(headers=traefik.MiddlewareSpecHeaders(
+                sts_seconds=config.hsts_max_age_seconds, sts_include_subdomains=False))
+        for name, spec in middlewares.items():
+            traefik.Middleware(self, f"middleware-{name}",
+                               metadata=api_metadata(self.identity, name, namespace), spec=spec)
+        chain = [f"{namespace}-{name}@kubernetescrd" for name in middlewares if name != "redirect-https"]
+        return {
+            "traefik.ingress.kubernetes.io/router.entrypoints": "websecure",
+            "traefik.ingress.kubernetes.io/router.tls": "true",
+            "traefik.ingress.kubernetes.io/router.middlewares": ",".join(chain),
+        }

@@ -1,0 +1,100 @@
+"""Secret references. Secret values are never rendered.
+
+Workloads read credentials through `secretKeyRef`s to one Secret per
+environment, whose keys use the seed's variable names. The Secret itself is
+created outside the render: by scripts/dev-secrets.sh from a local .env
+(provider `existing`), or by External Secrets Operator from the
+ExternalSecret rendered here (provider `external-secrets`). Pods cannot read
+other keys: they have no service-account token and get only the keys they
+reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from constructs import Construct
+
+from charts.config import SecretsConfig
+from charts.labels import Identity, api_metadata
+from imports import k8s
+from imports.io import external_secrets as eso
+
+
+@dataclass(frozen=True)
+class SecretKey:
+    key: str
+    description: str
+    optional: bool = False
+
+
+# Every key a component may reference, with the one-line comment that
+# env/<env>.example.env repeats (tests keep the two in step).
+CATALOG: dict[str, SecretKey] = {s.key: s for s in (
+    SecretKey("DJANGO_SECRET_KEY", "Django signing key; long and random (50+ characters)."),
+    SecretKey("POSTGRES_PASSWORD", "Password of the application database user."),
+    SecretKey("REDIS_PASSWORD", "Password Redis requires from every client (requirepass)."),
+    SecretKey("MINIO_ROOT_USER", "Object store access key used by the app and the bucket job."),
+    SecretKey("MINIO_ROOT_PASSWORD", "Object store secret key (40 characters recommended)."),
+    SecretKey("GRAFANA_ADMIN_PASS", "Grafana admin password; never admin/admin."),
+    SecretKey("DJANGO_SUPERUSER_PASSWORD", "Password for the first Django superuser (make createsuperuser)."),
+    SecretKey("GA_SVC_JSON_BASE64", "Optional Google Analytics service-account JSON, base64.", optional=True),
+    SecretKey("BACKUP_S3_ACCESS_KEY_ID", "Access key of the off-site backup bucket.", optional=True),
+    SecretKey("BACKUP_S3_SECRET_ACCESS_KEY", "Secret key of the off-site backup bucket.", optional=True),
+)}
+
+
+class SecretRefs:
+    """Hands out references to keys of the environment's Secret and records them."""
+
+    def __init__(self, config: SecretsConfig) -> None:
+        self.config = config
+        self._used: set[str] = set()
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def used_keys(self) -> list[str]:
+        return sorted(self._used)
+
+    def env(self, variable: str, key: str | None = None) -> k8s.EnvVar:
+        """An env var filled from the Secret's `key` (default: the same name)."""
+        key = key or variable
+        entry = CATALOG.get(key)
+        if entry is None:
+            raise KeyError(f"secret key {key!r} is not in charts/secrets.py CATALOG")
+        self._used.add(key)
+        return k8s.EnvVar(name=variable, value_from=k8s.EnvVarSource(
+            secret_key_ref=k8s.SecretKeySelector(name=self.name, key=key, optional=entry.optional or None)))
+
+    def render(self, scope: Construct, identity: Identity, namespace: str) -> None:
+        """The ExternalSecret for provider external-secrets; nothing otherwise.
+
+        The remote entry must hold every referenced key; optional ones may be
+        empty strings there (a missing property fails the whole sync).
+        """
+        if self.config.provider != "external-secrets":
+            return
+        data = [
+            eso.ExternalSecretSpecData(
+                secret_key=key,
+                remote_ref=eso.ExternalSecretSpecDataRemoteRef(
+                    key=self.config.remote_key or "", property=key))
+            for key in self.used_keys
+        ]
+        eso.ExternalSecret(
+            scope, "external-secret",
+            metadata=api_metadata(identity, self.name, namespace),
+            spec=eso.ExternalSecretSpec(
+                refresh_interval=self.config.refresh_interval,
+                secret_store_ref=eso.ExternalSecretSpecSecretStoreRef(
+                    kind=eso.ExternalSecretSpecSecretStoreRefKind.CLUSTER_SECRET_STORE,
+                    name=self.config.store or ""),
+                target=eso.ExternalSecretSpecTarget(
+                    name=self.name,
+                    creation_policy=eso.ExternalSecretSpecTargetCreationPolicy.OWNER),
+                data=data,
+            ),
+        )

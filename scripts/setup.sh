@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Idempotent set-up on a fresh machine (Debian, Python >= 3.11, Node >= 20).
+#   scripts/setup.sh synth   Python venv + cdk8s CLI: enough to render
+#   scripts/setup.sh test    also the servers and tools the tests run for real
+# Each step is skipped when its inputs have not changed since the last run.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+mode="${1:-synth}"
+stamps=.setup
+mkdir -p "$stamps"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+# Runs "$@" unless the stamp for these input files is current.
+step() {
+  local name=$1 inputs=$2
+  shift 2
+  local digest
+  # shellcheck disable=SC2086 # inputs is a list of file names
+  digest=$(cat $inputs 2>/dev/null | sha256sum | cut -d' ' -f1)
+  if [[ -f "$stamps/$name" && "$(cat "$stamps/$name")" == "$digest" ]]; then
+    return 0
+  fi
+  log "$name"
+  "$@"
+  echo "$digest" >"$stamps/$name"
+}
+
+python_bin() {
+  for candidate in python3.13 python3.12 python3.11 python3; do
+    if command -v "$candidate" >/dev/null &&
+      "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+      echo "$candidate"
+      return 0
+    fi
+  done
+  log "Python >= 3.11 is required"
+  exit 1
+}
+
+venv() {
+  local dir=$1
+  shift
+  [[ -x "$dir/bin/python" ]] || "$(python_bin)" -m venv "$dir"
+  "$dir/bin/pip" install --quiet --disable-pip-version-check "$@"
+}
+
+apt_packages() {
+  # PostgreSQL, Redis, promtool, rclone and shellcheck run for real in the tests.
+  local packages=(postgresql redis-server prometheus rclone shellcheck)
+  local missing=()
+  for package in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
+      missing+=("$package")
+  done
+  ((${#missing[@]} == 0)) && return 0
+  if [[ $(id -u) -ne 0 ]]; then
+    log "missing Debian packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})"
+    exit 1
+  fi
+  apt-get update -qq
+  # The distribution's postgresql service is not used: tests start their own.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+command -v node >/dev/null || { log "Node.js >= 20 is required (22+ recommended)"; exit 1; }
+
+step python-synth "requirements.txt" venv .venv -r requirements.txt
+step node "package.json package-lock.json" npm ci --no-audit --no-fund --loglevel=error
+
+if [[ "$mode" == test ]]; then
+  step apt "scripts/setup.sh" apt_packages
+  step python-test "requirements.txt requirements-dev.txt app/requirements.txt constraints.txt" \
+    venv .venv -r requirements-dev.txt -c constraints.txt
+  step checkov "requirements-checkov.txt" venv .venv-checkov -r requirements-checkov.txt
+fi

@@ -1,0 +1,29 @@
+"""Shared fixtures: every env is built once per session, in process."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
+
+import main
+from tests.support.manifests import ENV_DIR, ENVS
+
+
+@pytest.fixture(scope="session")
+def built() -> dict[str, tuple[Any, list[dict[str, Any]]]]:
+    """{env: (chart, manifests)} for every profile in env/."""
+    return main.build(ENV_DIR, ENVS)
+
+
+@pytest.fixture(scope="session")
+def manifests(built) -> dict[str, list[dict[str, Any]]]:
+    return {env: docs for env, (_chart, docs) in built.items()}
+
+
+@pytest.fixture(scope="session")
+def stacks(built) -> dict[str, Any]:
+    return {env: chart.stack for env, (chart, _docs) in built.items()}

@@ -1,0 +1,84 @@
+"""Helpers to walk rendered manifests (plain dicts) in policy tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV_DIR = ROOT / "env"
+ENVS = sorted(p.stem for p in ENV_DIR.glob("*.yaml"))
+RECOMMENDED_LABELS = (
+    "app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of", "app.kubernetes.io/version", "app.kubernetes.io/managed-by",
+)
+SELECTOR_LABELS = {"app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component"}
+POD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "DaemonSet")
+
+
+@dataclass(frozen=True)
+class PodTemplate:
+    owner: dict[str, Any]
+    template: dict[str, Any]
+
+    @property
+    def where(self) -> str:
+        return f"{self.owner['kind']}/{self.owner['metadata']['name']}"
+
+    @property
+    def namespace(self) -> str:
+        return self.owner["metadata"].get("namespace", "")
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self.template.get("metadata", {}).get("labels", {})
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return self.template["spec"]
+
+    def containers(self) -> Iterator[dict[str, Any]]:
+        yield from self.spec.get("initContainers", [])
+        yield from self.spec["containers"]
+
+
+def name_of(obj: dict[str, Any]) -> str:
+    return f"{obj['kind']}/{obj['metadata'].get('name', '?')}"
+
+
+def pod_templates(objects: list[dict[str, Any]]) -> list[PodTemplate]:
+    found = []
+    for obj in objects:
+        if obj["kind"] == "CronJob":
+            found.append(PodTemplate(obj, obj["spec"]["jobTemplate"]["spec"]["template"]))
+        elif obj["kind"] in POD_KINDS:
+            found.append(PodTemplate(obj, obj["spec"]["template"]))
+    return found
+
+
+def of_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected exactly one {kind}/{name}, found {len(matches)}"
+    return matches[0]
+
+
+def load_dir(directory: Path) -> list[dict[str, Any]]:
+    objects: list[dict[str, Any]] = []
+    for path in sorted(directory.glob("*.yaml")):
+        objects.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
+    return objects
+
+
+def tree_digest(directory: Path) -> dict[str, bytes]:
+    """Every file under `directory` with its bytes, to prove a run left it untouched."""
+    if not directory.exists():
+        return {}
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}

@@ -1,0 +1,101 @@
+"""Strict JSON-schema validation of rendered objects, offline.
+
+Built-in kinds use the Kubernetes schemas that kubernetes-validate ships (the
+`-strict` variants reject unknown fields). Custom resources use the
+openAPIV3Schema of their CRD file, located like scripts/gen_imports.py does
+(VIBEARENA_CRDS_DIR, default ../shared/crds).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import yaml
+from referencing import Registry, Resource
+
+from tests.support.manifests import ROOT
+
+# Oldest and newest Kubernetes minor versions we support (README: "Supported
+# Kubernetes versions").
+OLDEST, NEWEST = "1.33", "1.37"
+SCHEMA_ROOT = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+
+
+def crds_dir() -> Path:
+    configured = os.environ.get("VIBEARENA_CRDS_DIR")
+    return Path(configured) if configured else ROOT.parent / "shared" / "crds"
+
+
+@functools.cache
+def _registry(version: str) -> tuple[Path, Registry]:
+    directory = SCHEMA_ROOT / f"v{version}.0-local-strict"
+    definitions = json.loads((directory / "_definitions.json").read_text())
+    return directory, Resource.from_contents(definitions) @ Registry()
+
+
+@functools.cache
+def _k8s_validator(version: str, kind: str, api_version: str) -> jsonschema.protocols.Validator:
+    directory, registry = _registry(version)
+    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    path = directory / f"{kind.lower()}-{group_version}.json"
+    if not path.exists():
+        raise LookupError(f"no Kubernetes {version} schema for {api_version} {kind}")
+    schema = json.loads(path.read_text())
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
+@functools.cache
+def _crd_index() -> dict[tuple[str, str], dict[str, Any]]:
+    """{(apiVersion, kind): openAPIV3Schema} for every CRD file found."""
+    index: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(crds_dir().rglob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc.get("kind") != "CustomResourceDefinition":
+                continue
+            spec = doc["spec"]
+            for version in spec["versions"]:
+                if version.get("served"):
+                    key = (f"{spec['group']}/{version['name']}", spec["names"]["kind"])
+                    index[key] = version["schema"]["openAPIV3Schema"]
+    return index
+
+
+def is_custom(obj: dict[str, Any]) -> bool:
+    return (obj["apiVersion"], obj["kind"]) in _crd_index()
+
+
+def validate_builtin(obj: dict[str, Any], version: str) -> list[str]:
+    validator = _k8s_validator(version, obj["kind"], obj["apiVersion"])
+    return [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+            for e in validator.iter_errors(obj)]
+
+
+def validate_custom(obj: dict[str, Any]) -> list[str]:
+    schema = _crd_index().get((obj["apiVersion"], obj["kind"]))
+    if schema is None:
+        raise LookupError(f"no CRD for {obj['apiVersion']} {obj['kind']} under {crds_dir()}")
+    # CRD schemas are OpenAPI v3 (draft 4 style); unknown fields are pruned by
+    # the API server, so reject them here to catch typos.
+    strict = _no_unknown_fields(schema)
+    validator = jsonschema.Draft4Validator(strict)
+    return [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+            for e in validator.iter_errors(obj)]
+
+
+def _no_unknown_fields(schema: Any) -> Any:
+    if isinstance(schema, list):
+        return [_no_unknown_fields(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    result = {k: _no_unknown_fields(v) for k, v in schema.items() if not k.startswith("x-kubernetes")}
+    if "properties" in result and "additionalProperties" not in result \
+            and not schema.get("x-kubernetes-preserve-unknown-fields"):
+        result["additionalProperties"] = False
+    return result

@@ -1,0 +1,178 @@
+"""Policy tests over the rendered objects of every env: the backbone.
+
+Each rule is checked on the manifests exactly as they are written to dist/,
+so a construct that drops a setting fails here whatever its code says.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.support.manifests import (
+    ENVS,
+    RECOMMENDED_LABELS,
+    SELECTOR_LABELS,
+    name_of,
+    of_kind,
+    pod_templates,
+)
+
+# Pod Security Standards, "restricted" profile (kubernetes.io/docs/concepts/security/pod-security-standards).
+PSS_RESTRICTED_VOLUME_TYPES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                               "persistentVolumeClaim", "projected", "secret"}
+MIN_UID = 10000
+
+
+@pytest.fixture(params=ENVS)
+def env(request):
+    return request.param
+
+
+def test_every_env_has_workloads(manifests, env):
+    assert pod_templates(manifests[env]), f"{env} renders no pod templates"
+
+
+def test_pods_are_hardened(manifests, env):
+    for pod in pod_templates(manifests[env]):
+        spec, where = pod.spec, pod.where
+        security = spec.get("securityContext", {})
+        assert security.get("runAsNonRoot") is True, f"{where}: runAsNonRoot"
+        assert security.get("runAsUser", 0) >= MIN_UID, f"{where}: runAsUser below {MIN_UID}"
+        assert security.get("runAsGroup", 0) >= MIN_UID, f"{where}: runAsGroup below {MIN_UID}"
+        assert security.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{where}: seccomp"
+        assert spec.get("automountServiceAccountToken") is False, f"{where}: token mounted"
+        account = spec.get("serviceAccountName")
+        assert account and account != "default", f"{where}: needs a dedicated ServiceAccount"
+        for container in pod.containers():
+            c_where = f"{where} container {container['name']}"
+            sc = container.get("securityContext", {})
+            assert sc.get("allowPrivilegeEscalation") is False, f"{c_where}: privilege escalation"
+            assert sc.get("readOnlyRootFilesystem") is True, f"{c_where}: writable root filesystem"
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], f"{c_where}: capabilities not dropped"
+            assert not sc.get("capabilities", {}).get("add"), f"{c_where}: adds capabilities"
+            assert sc.get("privileged") in (None, False), f"{c_where}: privileged"
+            assert sc.get("runAsUser", MIN_UID) >= MIN_UID, f"{c_where}: runAsUser"
+
+
+def test_pod_security_restricted(manifests, env):
+    """Our own check of the PSS restricted rules, beside the admission labels."""
+    for pod in pod_templates(manifests[env]):
+        spec, where = pod.spec, pod.where
+        for host_field in ("hostNetwork", "hostPID", "hostIPC"):
+            assert not spec.get(host_field), f"{where}: {host_field}"
+        for volume in spec.get("volumes", []):
+            kinds = set(volume) - {"name"}
+            assert kinds <= PSS_RESTRICTED_VOLUME_TYPES, f"{where}: volume {volume['name']} uses {kinds}"
+        for container in pod.containers():
+            for port in container.get("ports", []):
+                assert "hostPort" not in port, f"{where}: hostPort on {container['name']}"
+            sc = container.get("securityContext", {})
+            assert sc.get("seccompProfile", {}).get("type", "RuntimeDefault") in {"RuntimeDefault", "Localhost"}
+            assert "procMount" not in sc or sc["procMount"] == "Default", f"{where}: procMount"
+
+
+def test_containers_have_requests_and_limits(manifests, env):
+    for pod in pod_templates(manifests[env]):
+        for container in pod.containers():
+            resources = container.get("resources", {})
+            for section in ("requests", "limits"):
+                for resource in ("cpu", "memory"):
+                    assert resource in resources.get(section, {}), \
+                        f"{pod.where} container {container['name']}: no {resource} {section[:-1]}"
+
+
+def test_serving_containers_have_probes(manifests, env):
+    for pod in pod_templates(manifests[env]):
+        for container in pod.spec["containers"]:
+            if container.get("ports"):
+                for probe in ("readinessProbe", "livenessProbe"):
+                    assert probe in container, f"{pod.where} container {container['name']}: no {probe}"
+
+
+def test_every_object_has_recommended_labels(manifests, env):
+    for obj in manifests[env]:
+        labels = obj["metadata"].get("labels", {})
+        missing = [label for label in RECOMMENDED_LABELS if not labels.get(label)]
+        assert not missing, f"{name_of(obj)}: missing labels {missing}"
+    for pod in pod_templates(manifests[env]):
+        missing = [label for label in RECOMMENDED_LABELS if not pod.labels.get(label)]
+        assert not missing, f"{pod.where} pod template: missing labels {missing}"
+
+
+def test_selectors_use_stable_labels_only(manifests, env):
+    for obj in manifests[env]:
+        selector = obj.get("spec", {}).get("selector")
+        if obj["kind"] == "Service":
+            keys = set(selector or {})
+        elif isinstance(selector, dict):
+            keys = set(selector.get("matchLabels", {}))
+        else:
+            continue
+        assert keys == SELECTOR_LABELS, f"{name_of(obj)}: selector keys {sorted(keys)}"
+
+
+def test_every_service_selects_a_pod_template(manifests, env):
+    templates = pod_templates(manifests[env])
+    for service in of_kind(manifests[env], "Service"):
+        selector = service["spec"]["selector"]
+        matching = [p for p in templates if selector.items() <= p.labels.items()]
+        assert matching, f"{name_of(service)}: selects no pod template"
+        for port in service["spec"].get("ports", []):
+            target = port["targetPort"]
+            names = {p.get("name") for pod in matching for c in pod.spec["containers"] for p in c.get("ports", [])}
+            numbers = {p["containerPort"] for pod in matching for c in pod.spec["containers"]
+                       for p in c.get("ports", [])}
+            assert target in names | numbers, f"{name_of(service)}: targetPort {target} matches no container port"
+
+
+def test_nothing_is_exposed_but_the_ingress(manifests, env):
+    for service in of_kind(manifests[env], "Service"):
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP", f"{name_of(service)}: public type"
+        assert not service["spec"].get("externalIPs"), f"{name_of(service)}: externalIPs"
+    for pod in pod_templates(manifests[env]):
+        assert not pod.spec.get("hostNetwork"), f"{pod.where}: hostNetwork"
+        for volume in pod.spec.get("volumes", []):
+            assert "hostPath" not in volume, f"{pod.where}: hostPath volume {volume['name']}"
+
+
+def test_images_are_pinned(manifests, env):
+    for pod in pod_templates(manifests[env]):
+        for container in pod.containers():
+            image = container["image"]
+            assert "@sha256:" in image or re.search(r":[^/:]+$", image), f"{pod.where}: {image} has no tag"
+            assert not image.endswith(":latest"), f"{pod.where}: {image} uses latest"
+
+
+def test_no_secret_objects_are_rendered(manifests, env):
+    kinds = {obj["kind"] for obj in manifests[env]}
+    assert "Secret" not in kinds, f"{env}: a Secret object is rendered"
+    for pod in pod_templates(manifests[env]):
+        for container in pod.containers():
+            for var in container.get("env", []):
+                if re.search(r"PASSWORD|SECRET|TOKEN|_KEY$", var["name"]) and "value" in var:
+                    pytest.fail(f"{pod.where}: {var['name']} has a literal value instead of a secretKeyRef")
+
+
+def test_namespace_enforces_restricted_pod_security(manifests, env):
+    (namespace,) = of_kind(manifests[env], "Namespace")
+    labels = namespace["metadata"]["labels"]
+    for mode in ("enforce", "audit", "warn"):
+        assert labels.get(f"pod-security.kubernetes.io/{mode}") == "restricted", f"{env}: PSA {mode}"
+    (limit_range,) = of_kind(manifests[env], "LimitRange")
+    item = limit_range["spec"]["limits"][0]
+    assert item["type"] == "Container" and item["default"] and item["defaultRequest"]
+    for obj in manifests[env]:
+        if obj["kind"] not in {"Namespace", "ClusterIssuer"}:
+            assert obj["metadata"].get("namespace") == namespace["metadata"]["name"], \
+                f"{name_of(obj)}: not in the env namespace"
+
+
+def test_every_pod_is_covered_by_default_deny(manifests, env):
+    policies = of_kind(manifests[env], "NetworkPolicy")
+    deny = [p for p in policies if p["spec"]["podSelector"] == {}
+            and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+            and not p["spec"].get("ingress") and not p["spec"].get("egress")]
+    assert deny, f"{env}: no default-deny NetworkPolicy"
+    assert pod_templates(manifests[env]), "nothing to cover"

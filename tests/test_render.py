@@ -1,0 +1,88 @@
+"""Rendering: deterministic bytes, atomic swap, committed dist/ is current."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.manifests import ENVS, ROOT, load_dir, tree_digest
+
+
+def render(out, *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "--out", str(out), *args],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_same_input_gives_same_bytes(tmp_path):
+    render(tmp_path / "a")
+    render(tmp_path / "b")
+    first, second = tree_digest(tmp_path / "a"), tree_digest(tmp_path / "b")
+    assert first, "nothing rendered"
+    assert first == second, "two renders of the same input differ"
+
+
+def test_every_env_is_rendered_by_default(tmp_path):
+    render(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ENVS
+    for env in ENVS:
+        assert load_dir(tmp_path / env), f"dist/{env} is empty"
+
+
+def test_single_env_leaves_the_others_alone(tmp_path):
+    render(tmp_path)
+    before = tree_digest(tmp_path / "prod")
+    (tmp_path / "dev" / "99-stale.yaml").write_text("kind: Stale\n")
+    render(tmp_path, "--env", "dev")
+    assert not (tmp_path / "dev" / "99-stale.yaml").exists(), "the env dir was not replaced as a whole"
+    assert tree_digest(tmp_path / "prod") == before
+
+
+def test_no_temporary_directories_are_left(tmp_path):
+    render(tmp_path)
+    render(tmp_path)
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert not leftovers, f"temporary directories left in dist: {leftovers}"
+
+
+def test_namespace_file_sorts_first(tmp_path):
+    """kubectl apply -f dist/<env> applies files in name order."""
+    render(tmp_path)
+    for env in ENVS:
+        first = sorted((tmp_path / env).glob("*.yaml"))[0]
+        kinds = [doc["kind"] for doc in load_dir(tmp_path / env) if doc]
+        assert kinds[0] == "Namespace", f"{env}: first object is {kinds[0]}"
+        assert "Namespace" in first.read_text().split("---")[0], f"{env}: {first.name} does not open with it"
+
+
+def test_committed_dist_matches_a_fresh_render(tmp_path):
+    """dist/ is what Argo CD syncs: it must never lag behind the code."""
+    render(tmp_path)
+    committed = ROOT / "dist"
+    for env in ENVS:
+        fresh, current = tree_digest(tmp_path / env), tree_digest(committed / env)
+        stale = sorted(set(fresh) ^ set(current)) + sorted(k for k in fresh if current.get(k) != fresh[k])
+        assert not stale, f"dist/{env} is out of date ({', '.join(sorted(set(stale)))}); run `make synth`"
+
+
+@pytest.mark.skipif(not (ROOT / "node_modules" / ".bin" / "cdk8s").exists(),
+                    reason="cdk8s CLI not installed (scripts/setup.sh installs it)")
+def test_cdk8s_synth_renders_dist(tmp_path):
+    """The card's command, `cdk8s synth`, drives main.py."""
+    project = tmp_path / "project"
+    shutil.copytree(ROOT, project, ignore=shutil.ignore_patterns(
+        "dist", ".cdk8s.out", ".git", "node_modules", ".venv*", "app", "tests", "backup"), symlinks=True)
+    (project / "node_modules").symlink_to(ROOT / "node_modules")
+    (project / ".venv").symlink_to(ROOT / ".venv")
+    result = subprocess.run(["npx", "--no-install", "cdk8s", "synth"], cwd=project, capture_output=True,
+                            text=True, timeout=300, check=False,
+                            env={**os.environ, "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    for env in ENVS:
+        assert load_dir(project / "dist" / env), f"cdk8s synth wrote no dist/{env}"
+    assert "end-of-life" not in result.stdout + result.stderr, "the Node 20 banner is not silenced"
