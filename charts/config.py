@@ -112,9 +112,181 @@ class ApiConfig:
     # Dev only: run the auto-reloading server instead of gunicorn.
     dev_reload: bool = False
     termination_grace_seconds: int = check(between(10, 300), default=40)
+    # The superuser `make createsuperuser` creates; its password is in the Secret.
+    superuser_username: str = check(matches(r"[A-Za-z0-9_.@+-]{1,150}", "must be a Django username"),
+                                    default="admin")
+    superuser_email: str | None = None
     # Seconds the pod keeps serving after it is marked for deletion, so the
     # ingress controller and endpoints drop it before SIGTERM.
     drain_seconds: int = check(between(0, 60), default=10)
+
+
+def unique_names(items: tuple[Any, ...], what: str) -> None:
+    names = [item.name for item in items]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ValueError(f"{what} names must be unique (repeated: {', '.join(duplicates)})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerGroup:
+    """One Celery worker Deployment consuming a group of queues."""
+
+    name: str = check(dns_label)
+    queues: tuple[str, ...] = ("celery",)
+    concurrency: int = check(between(1, 64), default=2)
+    replicas: int = check(at_least(0), default=1)
+    resources: Resources = field(default_factory=lambda: resources("200m", "256Mi", "1", "512Mi"))
+    # 1: a worker reserves one task at a time, so a long task never holds
+    # others hostage (with late acks, reserved tasks wait on this worker).
+    prefetch_multiplier: int = check(between(1, 16), default=1)
+    max_tasks_per_child: int = check(at_least(1), default=200)
+    # A warm shutdown must finish the running tasks within this time.
+    termination_grace_seconds: int = check(between(30, 3600), default=300)
+    disruption_budget: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.queues:
+            raise ValueError("queues must name at least one queue")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerConfig:
+    groups: tuple[WorkerGroup, ...] = (WorkerGroup(name="default"),)
+
+    def __post_init__(self) -> None:
+        if not self.groups:
+            raise ValueError("groups must list at least one worker group")
+        unique_names(self.groups, "worker group")
+        queues = [q for g in self.groups for q in g.queues]
+        if len(queues) != len(set(queues)):
+            raise ValueError("a queue may belong to one worker group only")
+
+
+@dataclass(frozen=True, kw_only=True)
+class BeatConfig:
+    resources: Resources = field(default_factory=lambda: resources("50m", "128Mi", "500m", "256Mi"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class PostgresConfig:
+    image: Image = field(default_factory=lambda: Image(repository="postgres", tag="18.6-trixie"))
+    exporter_image: Image = field(default_factory=lambda: Image(
+        repository="quay.io/prometheuscommunity/postgres-exporter", tag="v0.20.1"))
+    database: str = check(matches(r"[a-z_][a-z0-9_]{0,62}", "must be a lowercase SQL identifier"),
+                          default="vibearena")
+    user: str = check(matches(r"[a-z_][a-z0-9_]{0,62}", "must be a lowercase SQL identifier"),
+                      default="vibearena")
+    storage: Storage = field(default_factory=lambda: Storage(size="10Gi"))
+    resources: Resources = field(default_factory=lambda: resources("250m", "512Mi", "2", "1Gi"))
+    max_connections: int = check(between(20, 5000), default=100)
+    # Off where a single node must stay drainable (dev); on elsewhere, so a
+    # drain waits for a deliberate database maintenance window.
+    disruption_budget: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class RedisConfig:
+    # Valkey: BSD-licensed, drop-in for the Redis protocol (docs/decisions).
+    image: Image = field(default_factory=lambda: Image(repository="valkey/valkey", tag="9.1.1-trixie"))
+    exporter_image: Image = field(default_factory=lambda: Image(repository="oliver006/redis_exporter", tag="v1.89.0"))
+    persistence: bool = True
+    storage: Storage = field(default_factory=lambda: Storage(size="2Gi"))
+    resources: Resources = field(default_factory=lambda: resources("100m", "256Mi", "1", "512Mi"))
+    # maxmemory as a share of the memory limit; the rest is for fork/AOF rewrite.
+    maxmemory_percent: int = check(between(10, 90), default=70)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ObjectStoreConfig:
+    """The S3 endpoint the app and backups use (MINIO_ENDPOINT in the seed)."""
+
+    # in-cluster: a StatefulSet named minio; external: a managed S3 endpoint.
+    mode: Literal["in-cluster", "external"] = "in-cluster"
+    # Which S3 server the in-cluster StatefulSet runs (docs/decisions).
+    server: Literal["seaweedfs", "minio"] = "seaweedfs"
+    image: Image = field(default_factory=lambda: Image(repository="chrislusf/seaweedfs", tag="4.47"))
+    bucket: str = check(matches(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "must be an S3 bucket name"),
+                        default="krvibe")
+    storage: Storage = field(default_factory=lambda: Storage(size="10Gi"))
+    resources: Resources = field(default_factory=lambda: resources("100m", "256Mi", "1", "1Gi"))
+    external_endpoint: str | None = check(
+        lambda v: None if v is None or re.fullmatch(r"https?://[^\s/]+(:[0-9]+)?/?", v)
+        else _raise(f"must be an http(s) URL (got {v!r})"), default=None)
+    region: str = "us-east-1"
+    # Egress to the external endpoint (NetworkPolicy ipBlock).
+    external_cidr: str = "0.0.0.0/0"
+
+    def __post_init__(self) -> None:
+        if self.mode == "external" and not self.external_endpoint:
+            raise ValueError("external_endpoint is required when mode is 'external'")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OffsiteConfig:
+    """Off-site S3 target the object-store mirror copies the app bucket to."""
+
+    enabled: bool = False
+    endpoint: str = "https://s3.amazonaws.com"
+    bucket: str = "vibearena-offsite"
+    region: str = "us-east-1"
+    cidr: str = "0.0.0.0/0"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackupConfig:
+    enabled: bool = True
+    image: Image = field(default_factory=lambda: Image(repository="ghcr.io/vibearena/backup", tag="0.1.0"))
+    bucket: str = check(matches(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "must be an S3 bucket name"),
+                        default="krvibe-backups")
+    postgres_schedule: str = check(matches(r"(\S+\s+){4}\S+", "must be a 5-field cron expression"),
+                                   default="15 2 * * *")
+    mirror_schedule: str = check(matches(r"(\S+\s+){4}\S+", "must be a 5-field cron expression"),
+                                 default="45 2 * * *")
+    drill_schedule: str = check(matches(r"(\S+\s+){4}\S+", "must be a 5-field cron expression"),
+                                default="30 4 * * 0")
+    restore_drill: bool = True
+    time_zone: str = check(matches(r"[A-Za-z_]+(/[A-Za-z0-9_+-]+)*", "must be an IANA time zone"),
+                           default="Etc/UTC")
+    keep_last: int = check(at_least(1), default=7)
+    max_age_days: int = check(at_least(1), default=30)
+    # Alert when the newest successful backup is older than this.
+    stale_after_hours: int = check(at_least(1), default=26)
+    offsite: OffsiteConfig = field(default_factory=OffsiteConfig)
+    resources: Resources = field(default_factory=lambda: resources("100m", "128Mi", "1", "512Mi"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class LokiConfig:
+    enabled: bool = False
+    image: Image = field(default_factory=lambda: Image(repository="grafana/loki", tag="3.7.5"))
+    alloy_image: Image = field(default_factory=lambda: Image(repository="grafana/alloy", tag="v1.19.1"))
+    retention: str = check(matches(r"[0-9]+[hd]", "must be a duration like 168h or 7d"), default="168h")
+    storage: Storage = field(default_factory=lambda: Storage(size="10Gi"))
+    resources: Resources = field(default_factory=lambda: resources("100m", "256Mi", "1", "512Mi"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonitoringConfig:
+    # bundled: our Prometheus + Grafana; operator: ServiceMonitor/PodMonitor/
+    # PrometheusRule for an existing prometheus-operator; off: nothing.
+    mode: Literal["bundled", "operator", "off"] = "bundled"
+    prometheus_image: Image = field(default_factory=lambda: Image(repository="quay.io/prometheus/prometheus",
+                                                                  tag="v3.14.0"))
+    grafana_image: Image = field(default_factory=lambda: Image(repository="grafana/grafana", tag="13.1.3"))
+    celery_exporter_image: Image = field(default_factory=lambda: Image(repository="danihodovic/celery-exporter",
+                                                                       tag="0.11.1"))
+    retention: str = check(matches(r"[0-9]+[hdwy]", "must be a duration like 15d"), default="15d")
+    storage: Storage = field(default_factory=lambda: Storage(size="20Gi"))
+    prometheus_resources: Resources = field(default_factory=lambda: resources("200m", "512Mi", "1", "1Gi"))
+    grafana_resources: Resources = field(default_factory=lambda: resources("50m", "128Mi", "500m", "256Mi"))
+    exporter_resources: Resources = field(default_factory=lambda: resources("20m", "32Mi", "200m", "128Mi"))
+    # Labels an operator-managed Prometheus selects monitors and rules by.
+    operator_labels: Mapping[str, str] = field(default_factory=lambda: frozen_map(release="kube-prometheus-stack"))
+    # Where the ingress controller exposes metrics (scraped when set).
+    ingress_metrics_port: int | None = check(lambda v: None if v is None or 0 < v < 65536 else
+                                             _raise(f"must be a port number (got {v})"), default=9113)
+    loki: LokiConfig = field(default_factory=LokiConfig)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,6 +374,13 @@ class Profile:
     domain: str = check(dns_name)
     part_of: str = check(dns_label, default="vibearena")
     api: ApiConfig
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
+    beat: BeatConfig = field(default_factory=BeatConfig)
+    postgres: PostgresConfig = field(default_factory=PostgresConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
+    object_store: ObjectStoreConfig = field(default_factory=ObjectStoreConfig)
+    backups: BackupConfig = field(default_factory=BackupConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     secrets: SecretsConfig = field(default_factory=SecretsConfig)

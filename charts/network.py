@@ -59,8 +59,13 @@ def pods_in(namespace: str, labels: Mapping[str, str], key: str) -> Peer:
     return Peer(key=key, selector=tuple(sorted(labels.items())), namespace=namespace)
 
 
-def external(cidr: str, key: str, except_: tuple[str, ...] = ()) -> Peer:
-    return Peer(key=key, cidr=cidr, cidr_except=except_)
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+
+
+def external(cidr: str, key: str) -> Peer:
+    """A destination outside the cluster. "Anywhere" excludes the private
+    ranges, so such a rule never doubles as a path to pods or nodes."""
+    return Peer(key=key, cidr=cidr, cidr_except=PRIVATE_RANGES if cidr == "0.0.0.0/0" else ())
 
 
 @dataclass(frozen=True)
@@ -129,7 +134,8 @@ class Network:
                 policy_types=["Egress"], egress=egress))
 
 
-def _group(connections: list[Connection], peer_of: Callable[[Connection], Peer]) -> list[tuple[Peer, list[k8s.NetworkPolicyPort]]]:
+def _group(connections: list[Connection],
+           peer_of: Callable[[Connection], Peer]) -> list[tuple[Peer, list[k8s.NetworkPolicyPort]]]:
     by_peer: dict[Peer, set[tuple[int, str]]] = defaultdict(set)
     for connection in connections:
         by_peer[peer_of(connection)].add((connection.port, connection.protocol))

@@ -38,9 +38,9 @@ CATALOG: dict[str, SecretKey] = {s.key: s for s in (
     SecretKey("MINIO_ROOT_PASSWORD", "Object store secret key (40 characters recommended)."),
     SecretKey("GRAFANA_ADMIN_PASS", "Grafana admin password; never admin/admin."),
     SecretKey("DJANGO_SUPERUSER_PASSWORD", "Password for the first Django superuser (make createsuperuser)."),
-    SecretKey("GA_SVC_JSON_BASE64", "Optional Google Analytics service-account JSON, base64.", optional=True),
-    SecretKey("BACKUP_S3_ACCESS_KEY_ID", "Access key of the off-site backup bucket.", optional=True),
-    SecretKey("BACKUP_S3_SECRET_ACCESS_KEY", "Secret key of the off-site backup bucket.", optional=True),
+    SecretKey("GA_SVC_JSON_BASE64", "Optional: Google Analytics service-account JSON, base64.", optional=True),
+    SecretKey("OFFSITE_S3_ACCESS_KEY_ID", "Optional: access key of the off-site backup bucket.", optional=True),
+    SecretKey("OFFSITE_S3_SECRET_ACCESS_KEY", "Optional: secret key of the off-site backup bucket.", optional=True),
 )}
 
 

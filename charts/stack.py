@@ -1,23 +1,35 @@
 """One environment's stack: wires the components of a profile together.
 
-Components connect by reference (`api.peer`, `api.workload.service_name`),
-and declare their connections and secret references as they are built; the
+Components connect by reference (`api.peer`, `postgres.client_env()`), and
+declare their connections and secret references as they are built; the
 NetworkPolicies and the ExternalSecret are rendered last, from those tables.
 """
 
 from __future__ import annotations
 
+import hashlib
+
 import cdk8s
 from constructs import Construct
 
 from charts.api import Api
+from charts.app import Beat, Migration, Superuser, Worker
+from charts.backup import Backups
 from charts.config import Profile
+from charts.data import ObjectStore, Postgres, Redis, env
 from charts.edge import Edge
-from charts.labels import Identity
+from charts.labels import Identity, metadata
 from charts.namespace import Namespace
-from charts.network import Network, pods_in
+from charts.network import Network, Peer, pods_in
 from charts.secrets import SecretRefs
 from imports import k8s
+
+# Argo CD sync waves by component: namespace and config first, data services
+# before the migration hook, the app after it (README: "Argo CD").
+SYNC_WAVES = {
+    "config": -3, "database": -2, "cache": -2, "object-store": -2, "migration": -1,
+    "web": 0, "worker": 0, "scheduler": 0, "backup": 0, "monitoring": 0, "edge": 1,
+}
 
 
 class Stack:
@@ -36,6 +48,15 @@ class Stack:
         return Identity(name=name, component=component, instance=self.profile.instance,
                         part_of=self.profile.part_of, version=version or self.version)
 
+    def identity_meta(self, name: str, component: str, version: str | None = None) -> k8s.ObjectMeta:
+        """Metadata for a supporting object (ConfigMap...) of a component."""
+        return metadata(self.identity(name, component, version), name, self.namespace)
+
+    @staticmethod
+    def checksum(text: str) -> str:
+        """Pod annotation value that rolls the pods when their config changes."""
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
 
 class StackChart(cdk8s.Chart):
     def __init__(self, scope: Construct, id: str, *, profile: Profile) -> None:
@@ -45,18 +66,59 @@ class StackChart(cdk8s.Chart):
         config_identity = stack.identity("config", "config")
         Namespace(self, "namespace", identity=config_identity, name=stack.namespace)
 
+        self.postgres = Postgres(self, "postgres", stack=stack, config=profile.postgres)
+        self.redis = Redis(self, "redis", stack=stack, config=profile.redis)
+        self.object_store = ObjectStore(self, "object-store", stack=stack, config=profile.object_store)
+
+        # What every process of the app reads (api, workers, beat, migrate).
         app_env = [
-            k8s.EnvVar(name="ENV", value=profile.name),
-            k8s.EnvVar(name="DOMAIN", value=profile.domain),
-            k8s.EnvVar(name="DJANGO_SETTINGS_MODULE", value=profile.api.settings_module),
-            k8s.EnvVar(name="ALLOWED_HOSTS", value=profile.domain),
-            k8s.EnvVar(name="MAX_UPLOAD_SIZE", value=str(profile.edge.body_size_bytes)),
+            env("ENV", profile.name),
+            env("DOMAIN", profile.domain),
+            env("DJANGO_SETTINGS_MODULE", profile.api.settings_module),
+            env("ALLOWED_HOSTS", profile.domain),
+            env("CSRF_TRUSTED_ORIGINS", f"https://{profile.domain}"),
+            env("MAX_UPLOAD_SIZE", str(profile.edge.body_size_bytes)),
+            # Task events feed the Celery exporter (monitoring).
+            env("CELERY_WORKER_SEND_TASK_EVENTS", "true"),
             stack.secrets.env("DJANGO_SECRET_KEY"),
+            *self.postgres.client_env(),
+            *self.redis.client_env(),
+            *self.object_store.client_env(),
+            stack.secrets.env("GA_SVC_JSON_BASE64"),
         ]
+        image = profile.api.image
         self.api = Api(self, "api", stack=stack, config=profile.api, app_env=app_env)
+        self.workers = [Worker(self, f"worker-{group.name}", stack=stack, image=image, group=group, app_env=app_env)
+                        for group in profile.worker.groups]
+        self.beat = Beat(self, "beat", stack=stack, image=image, config=profile.beat, app_env=app_env)
+        self.migration = Migration(self, "migration", stack=stack, image=image, app_env=app_env)
+        self.superuser = Superuser(self, "superuser", stack=stack, image=image, app_env=app_env,
+                                   username=profile.api.superuser_username,
+                                   email=profile.api.superuser_email or f"{profile.api.superuser_username}@"
+                                                                         f"{profile.domain}")
+        for peer in (self.api.peer, *(w.peer for w in self.workers), self.beat.peer, self.migration.peer,
+                     self.superuser.peer):
+            self._app_connections(peer)
+
+        self.backups = Backups(self, "backups", stack=stack, config=profile.backups,
+                               postgres=self.postgres, object_store=self.object_store)
         self.edge = Edge(self, "edge", stack=stack, config=profile.edge, domain=profile.domain,
                          backend_service=self.api.workload.service_name, backend_port=self.api.port,
                          backend=self.api.peer)
 
         stack.network.render(self, config_identity, stack.namespace)
         stack.secrets.render(self, config_identity, stack.namespace)
+        apply_sync_waves(self)
+
+    def _app_connections(self, peer: Peer) -> None:
+        network = self.stack.network
+        network.allow(peer, self.postgres.peer, Postgres.PORT, reason="Django ORM")
+        network.allow(peer, self.redis.peer, Redis.PORT, reason="Celery broker and results, cache")
+        network.allow(peer, self.object_store.peer, self.object_store.port, reason="uploaded files (S3)")
+
+
+def apply_sync_waves(chart: cdk8s.Chart) -> None:
+    """Annotate every object with its Argo CD sync wave (by component label)."""
+    for api_object in (node for node in chart.node.find_all() if isinstance(node, cdk8s.ApiObject)):
+        component = api_object.metadata.get_label("app.kubernetes.io/component") or "config"
+        api_object.metadata.add_annotation("argocd.argoproj.io/sync-wave", str(SYNC_WAVES.get(component, 0)))

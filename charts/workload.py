@@ -91,6 +91,8 @@ class Container:
     probes: Probes = field(default_factory=Probes)
     # Paths the process writes to; each gets its own emptyDir.
     writable_paths: Sequence[str] = ("/tmp",)
+    # Writable paths backed by memory (tmpfs), e.g. /dev/shm for Postgres.
+    memory_paths: Sequence[str] = ()
     mounts: Sequence[k8s.VolumeMount] = ()
     # Keep serving for this long after deletion starts, before SIGTERM.
     pre_stop_sleep_seconds: int | None = None
@@ -108,7 +110,8 @@ def _volume_name(path: str) -> str:
 
 
 def render_container(container: Container) -> k8s.Container:
-    writable = [k8s.VolumeMount(name=_volume_name(p), mount_path=p) for p in container.writable_paths]
+    writable = [k8s.VolumeMount(name=_volume_name(p), mount_path=p)
+                for p in (*container.writable_paths, *container.memory_paths)]
     limits = container.resources
     return k8s.Container(
         name=container.name,
@@ -183,6 +186,7 @@ class Workload(Construct):
         self.namespace = stack.namespace
 
         writable = sorted({p for c in (*containers, *init_containers) for p in c.writable_paths})
+        in_memory = sorted({p for c in (*containers, *init_containers) for p in c.memory_paths})
         self.service_account = k8s.KubeServiceAccount(
             self, "service-account",
             metadata=metadata(self.identity, name, self.namespace),
@@ -210,6 +214,9 @@ class Workload(Construct):
                     *(k8s.Volume(name=_volume_name(p), empty_dir=k8s.EmptyDirVolumeSource(
                         size_limit=k8s.Quantity.from_string(scratch_size)))
                       for p in writable),
+                    *(k8s.Volume(name=_volume_name(p), empty_dir=k8s.EmptyDirVolumeSource(
+                        medium="Memory", size_limit=k8s.Quantity.from_string(scratch_size)))
+                      for p in in_memory),
                     *volumes,
                 ] or None,
             ),

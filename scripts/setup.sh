@@ -18,7 +18,7 @@ step() {
   shift 2
   local digest
   # shellcheck disable=SC2086 # inputs is a list of file names
-  digest=$(cat $inputs 2>/dev/null | sha256sum | cut -d' ' -f1)
+  digest=$({ cat $inputs 2>/dev/null || true; } | sha256sum | cut -d' ' -f1)
   if [[ -f "$stamps/$name" && "$(cat "$stamps/$name")" == "$digest" ]]; then
     return 0
   fi
@@ -30,7 +30,7 @@ step() {
 python_bin() {
   for candidate in python3.13 python3.12 python3.11 python3; do
     if command -v "$candidate" >/dev/null &&
-      "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+      "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
       echo "$candidate"
       return 0
     fi
@@ -43,7 +43,9 @@ venv() {
   local dir=$1
   shift
   [[ -x "$dir/bin/python" ]] || "$(python_bin)" -m venv "$dir"
-  "$dir/bin/pip" install --quiet --disable-pip-version-check "$@"
+  # grep drops pip's notes about this machine's local wheel directories.
+  "$dir/bin/pip" install --quiet --disable-pip-version-check "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
+  return "${PIPESTATUS[0]}"
 }
 
 apt_packages() {
@@ -59,9 +61,11 @@ apt_packages() {
     log "missing Debian packages: ${missing[*]} (run: sudo apt-get install ${missing[*]})"
     exit 1
   fi
-  apt-get update -qq
+  local lock=(-o DPkg::Lock::Timeout=300)
+  apt-get "${lock[@]}" update -qq
   # The distribution's postgresql service is not used: tests start their own.
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get "${lock[@]}" install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
 }
 
 command -v node >/dev/null || { log "Node.js >= 20 is required (22+ recommended)"; exit 1; }

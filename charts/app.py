@@ -1,0 +1,166 @@
+"""The app tier around the API: Celery workers and beat, the migration Job,
+and the on-demand superuser Job. All run the API image with other commands."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from constructs import Construct
+
+from charts.config import BeatConfig, Image, WorkerGroup
+from charts.workload import Container, CronJob, Deployment, Job, JobSettings, Probe, Probes, Schedule, StatefulSet
+from imports import k8s
+
+if TYPE_CHECKING:
+    from charts.stack import Stack
+
+# Argo CD runs a Sync hook on every sync and does not count it in the app's
+# sync status, so a finished (and TTL-deleted) Job never leaves it OutOfSync.
+ARGO_SYNC_HOOK = {
+    "argocd.argoproj.io/hook": "Sync",
+    "argocd.argoproj.io/hook-delete-policy": "BeforeHookCreation",
+}
+# A schedule that never fires: the CronJob is a template for `kubectl create
+# job --from=cronjob/NAME` (make createsuperuser, make restore).
+ON_DEMAND = Schedule(cron="0 0 31 2 *")
+LIVENESS = ["python", "-m", "config.liveness"]
+BEAT_SCHEDULE = "/tmp/celerybeat-schedule"
+
+
+def release_suffix(tag: str) -> str:
+    """A DNS-safe suffix from the image tag, so each release gets a new Job name."""
+    suffix = re.sub(r"[^a-z0-9-]+", "-", tag.lower()).strip("-")[:40].strip("-")
+    return suffix or "unversioned"
+
+
+class Worker(Construct):
+    """One Deployment per queue group."""
+
+    def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image, group: WorkerGroup,
+                 app_env: Sequence[k8s.EnvVar]) -> None:
+        super().__init__(scope, id)
+        name = f"worker-{group.name}"
+        check = Probe(command=LIVENESS, period_seconds=30, timeout_seconds=5, failure_threshold=3)
+        container = Container(
+            name="worker",
+            image=image.ref,
+            command=["celery", "--app=config", "worker", "--loglevel=INFO",
+                     f"--queues={','.join(group.queues)}", f"--hostname={name}@%h",
+                     f"--concurrency={group.concurrency}", f"--prefetch-multiplier={group.prefetch_multiplier}",
+                     f"--max-tasks-per-child={group.max_tasks_per_child}"],
+            env=[*app_env,
+                 k8s.EnvVar(name="CELERY_WORKER_CONCURRENCY", value=str(group.concurrency)),
+                 k8s.EnvVar(name="CELERY_WORKER_PREFETCH_MULTIPLIER", value=str(group.prefetch_multiplier))],
+            # The worker touches a heartbeat file while its consumer loop runs; a
+            # hung worker stops touching it and is restarted.
+            probes=Probes(startup=Probe(command=LIVENESS, period_seconds=10, failure_threshold=18),
+                          readiness=check, liveness=check),
+            resources=group.resources,
+        )
+        # SIGTERM starts Celery's warm shutdown: no new tasks, running ones
+        # finish. The grace period is sized for the longest task (profile).
+        self.workload = Deployment(
+            self, "workload", stack=stack, name=name, component="worker", version=image.tag,
+            containers=[container], replicas=group.replicas,
+            termination_grace_seconds=group.termination_grace_seconds,
+            max_surge=1, max_unavailable=0,
+        )
+        self.peer = self.workload.peer
+        if group.disruption_budget and group.replicas >= 2:
+            k8s.KubePodDisruptionBudget(
+                self, "pdb", metadata=self.workload.meta(),
+                spec=k8s.PodDisruptionBudgetSpec(
+                    max_unavailable=k8s.IntOrString.from_number(1),
+                    selector=k8s.LabelSelector(match_labels=self.workload.identity.selector())))
+
+
+class Beat(Construct):
+    """Celery beat: at most one at any time.
+
+    A StatefulSet with one replica gives that guarantee where a Deployment
+    cannot: the controller creates `beat-0` again only after the old pod is
+    gone from the API server, so a pod deleted by hand is replaced after it
+    has stopped, and a pod on a lost node is not replaced until the node is
+    confirmed dead (or an operator force-deletes it). A Deployment would start
+    the replacement at once, next to the terminating pod.
+    """
+
+    def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image, config: BeatConfig,
+                 app_env: Sequence[k8s.EnvVar]) -> None:
+        super().__init__(scope, id)
+        # Beat saves its schedule file at least every 3 minutes (Celery's
+        # sync_every) plus at most one 5-minute loop; a file older than 15
+        # minutes means the scheduler loop is stuck.
+        schedule_fresh = Probe(command=[*LIVENESS, f"--file={BEAT_SCHEDULE}", "--max-age=900"],
+                               period_seconds=60, timeout_seconds=5, failure_threshold=3)
+        container = Container(
+            name="beat",
+            image=image.ref,
+            command=["celery", "--app=config", "beat", "--loglevel=INFO", f"--schedule={BEAT_SCHEDULE}"],
+            env=list(app_env),
+            probes=Probes(startup=Probe(command=[*LIVENESS, f"--file={BEAT_SCHEDULE}", "--max-age=900"],
+                                        period_seconds=10, failure_threshold=30),
+                          readiness=schedule_fresh, liveness=schedule_fresh),
+            resources=config.resources,
+        )
+        self.workload = StatefulSet(
+            self, "workload", stack=stack, name="beat", component="scheduler", version=image.tag,
+            containers=[container], replicas=1, termination_grace_seconds=30,
+        )
+        self.peer = self.workload.peer
+
+
+class Migration(Construct):
+    """`manage.py migrate` once per release.
+
+    The Job is named after the image tag: plain `kubectl apply` creates a new
+    Job for a new release instead of failing on the old one's immutable
+    template, and the finished Job is deleted after a day. Under Argo CD it is
+    a Sync hook (see ARGO_SYNC_HOOK), ordered by its sync wave after the data
+    services and before the API and workers.
+    """
+
+    def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image,
+                 app_env: Sequence[k8s.EnvVar]) -> None:
+        super().__init__(scope, id)
+        container = Container(
+            name="migrate",
+            image=image.ref,
+            command=["python", "manage.py", "migrate", "--noinput"],
+            env=list(app_env),
+            resources=stack.profile.api.resources,
+        )
+        self.job_name = f"migrate-{release_suffix(image.tag)}"
+        self.workload = Job(
+            self, "workload", stack=stack, name="migrate", component="migration", version=image.tag,
+            containers=[container], job_name=self.job_name, annotations=ARGO_SYNC_HOOK,
+            settings=JobSettings(backoff_limit=3, active_deadline_seconds=1800, ttl_seconds_after_finished=86400),
+        )
+        self.peer = self.workload.peer
+
+
+class Superuser(Construct):
+    """Creates (or updates) the first superuser from the Secret, on demand:
+    `make createsuperuser` runs `kubectl create job --from=cronjob/createsuperuser`."""
+
+    def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image,
+                 app_env: Sequence[k8s.EnvVar], username: str, email: str) -> None:
+        super().__init__(scope, id)
+        container = Container(
+            name="createsuperuser",
+            image=image.ref,
+            command=["python", "manage.py", "ensure_superuser"],
+            env=[*app_env,
+                 k8s.EnvVar(name="DJANGO_SUPERUSER_USERNAME", value=username),
+                 k8s.EnvVar(name="DJANGO_SUPERUSER_EMAIL", value=email),
+                 stack.secrets.env("DJANGO_SUPERUSER_PASSWORD")],
+            resources=stack.profile.api.resources,
+        )
+        self.workload = CronJob(
+            self, "workload", stack=stack, name="createsuperuser", component="migration", version=image.tag,
+            containers=[container], schedule=ON_DEMAND, suspend=True,
+            settings=JobSettings(backoff_limit=1, active_deadline_seconds=600, ttl_seconds_after_finished=3600),
+        )
+        self.peer = self.workload.peer

@@ -1,0 +1,217 @@
+"""Component tests: a few exact assertions on what each component must get right."""
+
+from __future__ import annotations
+
+import pytest
+
+from charts.stack import SYNC_WAVES
+from tests.support.manifests import ENVS, of_kind, one, pod_templates
+from tests.support.render import render_with
+
+
+def container(obj: dict, name: str) -> dict:
+    spec = obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"]
+    return next(c for c in spec["template"]["spec"]["containers"] if c["name"] == name)
+
+
+def env_of(c: dict) -> dict[str, dict]:
+    return {var["name"]: var for var in c.get("env", [])}
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_api_rollout_and_probes(manifests, env):
+    api = one(manifests[env], "Deployment", "api")
+    assert api["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    c = container(api, "api")
+    assert c["startupProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    drain = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+    grace = api["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    graceful = int(env_of(c)["GUNICORN_GRACEFUL_TIMEOUT"]["value"])
+    assert drain > 0 and grace > drain + graceful, f"{env}: drain {drain} + gunicorn {graceful} >= grace {grace}"
+
+
+def test_prod_api_scales_and_has_a_disruption_budget(manifests):
+    objects = manifests["prod"]
+    (hpa,) = of_kind(objects, "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"}
+    assert hpa["spec"]["minReplicas"] >= 2
+    assert "replicas" not in one(objects, "Deployment", "api")["spec"], "the HPA owns the replica count"
+    pdbs = {p["metadata"]["name"]: p for p in of_kind(objects, "PodDisruptionBudget")}
+    assert pdbs["api"]["spec"]["selector"]["matchLabels"] == \
+        one(objects, "Deployment", "api")["spec"]["selector"]["matchLabels"]
+
+
+def test_prod_worker_has_a_disruption_budget():
+    _stack, objects = render_with("prod", {"worker": {"groups": [{"name": "default", "replicas": 2}]}})
+    names = {p["metadata"]["name"] for p in of_kind(objects, "PodDisruptionBudget")}
+    assert "worker-default" in names
+
+
+def test_single_replicas_get_no_blocking_budget(manifests):
+    names = {p["metadata"]["name"] for p in of_kind(manifests["dev"], "PodDisruptionBudget")}
+    assert not names & {"api", "worker-default", "postgres"}, f"dev PDBs would block drains: {names}"
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_beat_never_runs_twice(manifests, env):
+    assert not [d for d in of_kind(manifests[env], "Deployment") if d["metadata"]["name"] == "beat"]
+    beat = one(manifests[env], "StatefulSet", "beat")
+    assert beat["spec"]["replicas"] == 1
+    assert beat["spec"].get("podManagementPolicy", "OrderedReady") == "OrderedReady"
+    assert beat["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+    c = container(beat, "beat")
+    assert c["command"][:3] == ["celery", "--app=config", "beat"]
+    assert "livenessProbe" in c
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_worker_shutdown_and_liveness(manifests, stacks, env):
+    for group in stacks[env].profile.worker.groups:
+        worker = one(manifests[env], "Deployment", f"worker-{group.name}")
+        c = container(worker, "worker")
+        assert f"--queues={','.join(group.queues)}" in c["command"]
+        assert f"--concurrency={group.concurrency}" in c["command"]
+        assert "--prefetch-multiplier=1" in c["command"]
+        assert c["livenessProbe"]["exec"]["command"] == ["python", "-m", "config.liveness"]
+        assert worker["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == group.termination_grace_seconds
+
+
+def test_one_deployment_per_worker_group():
+    _stack, objects = render_with("stage", {"worker": {"groups": [
+        {"name": "default", "queues": ["celery"]},
+        {"name": "reports", "queues": ["reports", "exports"], "concurrency": 1}]}})
+    names = sorted(d["metadata"]["name"] for d in of_kind(objects, "Deployment") if d["metadata"]["name"]
+                   .startswith("worker-"))
+    assert names == ["worker-default", "worker-reports"]
+    assert "--queues=reports,exports" in container(one(objects, "Deployment", "worker-reports"), "worker")["command"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_migration_job_per_release_and_argo_hook(manifests, stacks, env):
+    (job,) = [j for j in of_kind(manifests[env], "Job") if j["metadata"]["name"].startswith("migrate-")]
+    tag = stacks[env].profile.api.image.tag
+    assert job["metadata"]["name"] == f"migrate-{tag.replace('.', '-')}"
+    annotations = job["metadata"]["annotations"]
+    assert annotations["argocd.argoproj.io/hook"] == "Sync"
+    assert annotations["argocd.argoproj.io/hook-delete-policy"] == "BeforeHookCreation"
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0
+    assert container(job, "migrate")["command"] == ["python", "manage.py", "migrate", "--noinput"]
+
+
+def test_a_new_release_renames_the_migration_job():
+    _stack, objects = render_with("prod", {"api": {"image": {"tag": "0.2.0"}}})
+    assert [j["metadata"]["name"] for j in of_kind(objects, "Job") if j["metadata"]["name"].startswith("migrate")] \
+        == ["migrate-0-2-0"]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_sync_waves_order_config_data_migration_app(manifests, env):
+    waves = {}
+    for obj in manifests[env]:
+        waves.setdefault(obj["metadata"]["labels"]["app.kubernetes.io/component"], set()).add(
+            int(obj["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"]))
+    assert waves["config"] == {SYNC_WAVES["config"]}
+    assert max(waves["config"]) < min(waves["database"]) == min(waves["cache"])
+    assert max(waves["database"]) < min(waves["migration"]) < min(waves["web"]) == min(waves["worker"])
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_app_urls_reference_passwords_defined_before_them(manifests, env):
+    """$(VAR) expands only variables defined earlier in the list."""
+    for pod in pod_templates(manifests[env]):
+        for c in pod.containers():
+            seen: set[str] = set()
+            for var in c.get("env", []):
+                for referenced in ("POSTGRES_PASSWORD", "REDIS_PASSWORD"):
+                    if f"$({referenced})" in var.get("value", ""):
+                        assert referenced in seen, f"{pod.where}: {var['name']} uses $({referenced}) too early"
+                seen.add(var["name"])
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_cronjob_hygiene(manifests, stacks, env):
+    cronjobs = of_kind(manifests[env], "CronJob")
+    assert cronjobs, f"{env}: no CronJobs"
+    for cronjob in cronjobs:
+        spec, name = cronjob["spec"], cronjob["metadata"]["name"]
+        assert spec["concurrencyPolicy"] == "Forbid", name
+        assert spec["startingDeadlineSeconds"] > 0, name
+        assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1, name
+        job = spec["jobTemplate"]["spec"]
+        assert job["activeDeadlineSeconds"] > 0 and job["backoffLimit"] <= 3, name
+        assert job["ttlSecondsAfterFinished"] > 0, name
+        assert job["template"]["spec"]["restartPolicy"] == "Never", name
+        if not spec.get("suspend"):
+            assert spec["timeZone"] == stacks[env].profile.backups.time_zone, name
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_data_services_mount_volumes_per_profile(manifests, stacks, env):
+    profile = stacks[env].profile
+    for name, storage, persistent in (("postgres", profile.postgres.storage, True),
+                                      ("redis", profile.redis.storage, profile.redis.persistence),
+                                      ("minio", profile.object_store.storage, True)):
+        statefulset = one(manifests[env], "StatefulSet", name)
+        claims = statefulset["spec"].get("volumeClaimTemplates", [])
+        if persistent:
+            (claim,) = claims
+            assert claim["spec"]["resources"]["requests"]["storage"] == storage.size, name
+            assert claim["spec"].get("storageClassName") == storage.class_name, name
+            mounts = {m["name"] for c in statefulset["spec"]["template"]["spec"]["containers"]
+                      for m in c.get("volumeMounts", [])}
+            assert claim["metadata"]["name"] in mounts, f"{name}: the PVC is not mounted"
+        else:
+            assert not claims, f"{name}: PVC without persistence"
+
+
+def test_postgres_is_tuned_from_its_memory_limit(manifests):
+    args = container(one(manifests["prod"], "StatefulSet", "postgres"), "postgres")["args"]
+    settings = dict(arg.split("=", 1) for arg in args if arg != "-c")
+    assert settings["shared_buffers"] == "256MB"  # 25 % of the default 1Gi limit
+    assert settings["max_connections"] == "100"
+    c = container(one(manifests["prod"], "StatefulSet", "postgres"), "postgres")
+    assert c["readinessProbe"]["exec"]["command"][0] == "pg_isready"
+    assert any(m["mountPath"] == "/var/lib/postgresql" for m in c["volumeMounts"]), "18+ data path"
+
+
+def test_redis_never_evicts_broker_messages(manifests):
+    config = one(manifests["prod"], "ConfigMap", "redis-config")["data"]["valkey.conf"]
+    assert "maxmemory-policy noeviction" in config and "appendfsync everysec" in config
+    assert "appendonly yes" in config
+    command = " ".join(container(one(manifests["prod"], "StatefulSet", "redis"), "redis")["command"])
+    assert "$REDIS_PASSWORD" in command and "requirepass" in command
+
+
+def test_external_object_store_keeps_the_app_settings():
+    stack, objects = render_with("prod", {"object_store": {"mode": "external",
+                                                           "external_endpoint": "https://s3.eu-west-1.amazonaws.com"}})
+    assert not [s for s in of_kind(objects, "StatefulSet") if s["metadata"]["name"] == "minio"]
+    api_env = env_of(container(one(objects, "Deployment", "api"), "api"))
+    assert api_env["MINIO_ENDPOINT"]["value"] == "https://s3.eu-west-1.amazonaws.com"
+    assert api_env["MINIO_BUCKET"]["value"] == "krvibe"
+    assert {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"} <= set(api_env)
+    egress = [(c.source.key, c.target.cidr, c.port) for c in stack.network.connections if c.target.cidr]
+    assert ("api", "0.0.0.0/0", 443) in egress
+
+
+def test_minio_console_is_never_on_a_service():
+    _stack, objects = render_with("dev", {"object_store": {"server": "minio", "image": {
+        "repository": "quay.io/minio/minio", "tag": "RELEASE.2025-09-07T16-13-09Z"}}})
+    service = one(objects, "Service", "minio")
+    assert [p["port"] for p in service["spec"]["ports"]] == [9000]
+    ports = {p["containerPort"] for p in container(one(objects, "StatefulSet", "minio"), "minio")["ports"]}
+    assert 9001 in ports, "the console is reachable by port-forward to the pod"
+
+
+def test_offsite_mirror_when_enabled(manifests):
+    assert not [c for c in of_kind(manifests["prod"], "CronJob") if c["metadata"]["name"] == "minio-mirror"]
+    stack, objects = render_with("prod", {"backups": {"offsite": {"enabled": True,
+                                                                  "endpoint": "https://s3.example.net"}}})
+    mirror = one(objects, "CronJob", "minio-mirror")
+    variables = env_of(container(mirror, "minio-mirror"))
+    assert variables["MIRROR_DST_S3_ENDPOINT"]["value"] == "https://s3.example.net"
+    assert variables["MIRROR_DST_S3_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["key"] == "OFFSITE_S3_ACCESS_KEY_ID"
+    targets = {(c.source.key, c.target.key, c.port) for c in stack.network.connections}
+    assert ("minio-mirror", "offsite:s3.example.net", 443) in targets

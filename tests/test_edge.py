@@ -1,0 +1,119 @@
+"""The Ingress is the only public entry; limits and TLS per controller."""
+
+from __future__ import annotations
+
+import pytest
+
+from charts.edge import ACME_SERVERS, PUBLIC_PATHS
+from tests.support.manifests import ENVS, of_kind, one
+from tests.support.render import render_with
+from tests.support.schemas import NEWEST, validate_builtin, validate_custom
+
+
+def routes(ingress: dict) -> list[tuple[str, str, str, int]]:
+    return sorted((rule["host"], path["path"], path["backend"]["service"]["name"],
+                   path["backend"]["service"]["port"]["number"])
+                  for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"])
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_ingress_routes_only_public_paths_to_the_api(manifests, stacks, env):
+    ingress = one(manifests[env], "Ingress", "public")
+    domain = stacks[env].profile.domain
+    assert routes(ingress) == sorted((domain, p, "api", 8000) for p in PUBLIC_PATHS)
+    assert all(p["pathType"] == "Prefix" for r in ingress["spec"]["rules"] for p in r["http"]["paths"])
+    assert ingress["spec"]["tls"] == [{"hosts": [domain], "secretName": stacks[env].profile.edge.tls.secret_name}]
+    assert ingress["spec"]["ingressClassName"] == stacks[env].profile.edge.ingress_class
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_nginx_inc_limits_come_from_the_profile(manifests, stacks, env):
+    edge = stacks[env].profile.edge
+    assert edge.controller == "nginx-inc", "the maintained F5 controller is the default"
+    annotations = one(manifests[env], "Ingress", "public")["metadata"]["annotations"]
+    assert annotations["nginx.org/client-max-body-size"] == edge.body_size
+    assert annotations["nginx.org/limit-req-rate"] == edge.rate_limit
+    assert annotations["nginx.org/limit-req-burst"] == str(edge.rate_limit_burst)
+    assert annotations["ingress.kubernetes.io/ssl-redirect"] == "true"
+    assert not any(key.startswith("nginx.ingress.kubernetes.io/") for key in annotations), "retired annotations"
+
+
+def test_hsts_in_prod_not_in_dev(manifests):
+    prod = one(manifests["prod"], "Ingress", "public")["metadata"]["annotations"]
+    dev = one(manifests["dev"], "Ingress", "public")["metadata"]["annotations"]
+    assert prod["nginx.org/hsts"] == "true" and int(prod["nginx.org/hsts-max-age"]) >= 15552000
+    assert "nginx.org/hsts" not in dev
+
+
+@pytest.mark.parametrize(("env", "server"), [("stage", "letsencrypt-staging"), ("prod", "letsencrypt")])
+def test_acme_issuer_per_env(manifests, stacks, env, server):
+    (issuer,) = of_kind(manifests[env], "ClusterIssuer")
+    acme = issuer["spec"]["acme"]
+    assert acme["server"] == ACME_SERVERS[server]
+    assert acme["email"] == stacks[env].profile.edge.tls.acme_email
+    assert acme["solvers"][0]["http01"]["ingress"]["ingressClassName"] == "nginx"
+    annotations = one(manifests[env], "Ingress", "public")["metadata"]["annotations"]
+    assert annotations["cert-manager.io/cluster-issuer"] == issuer["metadata"]["name"]
+
+
+def test_dev_uses_a_local_ca_and_no_issuer(manifests):
+    assert not of_kind(manifests["dev"], "ClusterIssuer")
+    assert "cert-manager.io/cluster-issuer" not in one(manifests["dev"], "Ingress", "public")["metadata"]["annotations"]
+
+
+def test_traefik_renders_middlewares_and_a_redirect_router():
+    stack, objects = render_with("prod", {"edge": {"controller": "traefik", "ingress_class": "traefik",
+                                                   "rate_limit": "600r/m", "body_size": "20m"}})
+    namespace = stack.namespace
+    middlewares = {m["metadata"]["name"]: m["spec"] for m in of_kind(objects, "Middleware")}
+    assert middlewares["rate-limit"]["rateLimit"] == {"average": 600, "burst": 20, "period": "1m"}
+    assert middlewares["body-size"]["buffering"] == {"maxRequestBodyBytes": 20 * 2**20}
+    assert middlewares["redirect-https"]["redirectScheme"] == {"scheme": "https", "permanent": True}
+    assert middlewares["hsts"]["headers"]["stsSeconds"] == 31536000
+    public = one(objects, "Ingress", "public")["metadata"]["annotations"]
+    assert public["traefik.ingress.kubernetes.io/router.entrypoints"] == "websecure"
+    assert public["traefik.ingress.kubernetes.io/router.middlewares"] == ",".join(
+        f"{namespace}-{name}@kubernetescrd" for name in ("rate-limit", "body-size", "hsts"))
+    http = one(objects, "Ingress", "public-http")
+    assert http["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"] == \
+        f"{namespace}-redirect-https@kubernetescrd"
+    assert "tls" not in http["spec"]
+    assert not any(k.startswith("nginx.org/") for k in public)
+    for middleware in of_kind(objects, "Middleware"):
+        assert not validate_custom(middleware), validate_custom(middleware)
+
+
+def test_retired_ingress_nginx_only_as_explicit_legacy_choice():
+    _stack, objects = render_with("dev", {"edge": {"controller": "ingress-nginx-legacy", "rate_limit": "5r/s",
+                                                   "rate_limit_burst": 12}})
+    annotations = one(objects, "Ingress", "public")["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/limit-rps"] == "5"
+    assert annotations["nginx.ingress.kubernetes.io/limit-burst-multiplier"] == "3"
+    assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "50m"
+
+
+def test_gateway_api_route_mirrors_the_ingress():
+    stack, objects = render_with("stage", {"edge": {"gateway": {"enabled": True, "name": "public-gw",
+                                                                "namespace": "gateways"}}})
+    (route,) = of_kind(objects, "HTTPRoute")
+    assert not validate_custom(route), validate_custom(route)
+    spec = route["spec"]
+    assert spec["hostnames"] == [stack.profile.domain]
+    assert spec["parentRefs"] == [{"name": "public-gw", "namespace": "gateways"}]
+    (rule,) = spec["rules"]
+    assert sorted(m["path"]["value"] for m in rule["matches"]) == sorted(PUBLIC_PATHS)
+    assert rule["backendRefs"] == [{"name": "api", "port": 8000}]
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_acme_solver_is_reachable_only_with_acme(stacks, env):
+    keys = {(c.source.key, c.target.key, c.port) for c in stacks[env].network.connections}
+    has_acme = stacks[env].profile.edge.tls.mode == "acme"
+    assert (("ingress-controller", "acme-solver", 8089) in keys) == has_acme
+
+
+def test_variants_validate_against_the_newest_schema():
+    for overrides in ({"edge": {"controller": "traefik"}}, {"edge": {"controller": "ingress-nginx-legacy"}}):
+        _stack, objects = render_with("prod", overrides)
+        for obj in of_kind(objects, "Ingress"):
+            assert not validate_builtin(obj, NEWEST)

@@ -1,0 +1,177 @@
+"""Secrets: referenced, never rendered; example env files in step with the code;
+the dev scripts build the Secret and the TLS certificate locally."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from charts.secrets import CATALOG
+from tests.support.manifests import ENV_DIR, ENVS, ROOT, of_kind, pod_templates
+
+needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl client not installed")
+
+
+def example_entries(env: str) -> dict[str, str]:
+    """{key: the comment line above it} from env/<env>.example.env."""
+    lines = (ENV_DIR / f"{env}.example.env").read_text().splitlines()
+    entries = {}
+    for previous, line in itertools.pairwise(lines):
+        if re.match(r"^[A-Z][A-Z0-9_]*=", line):
+            entries[line.split("=", 1)[0]] = previous.removeprefix("# ")
+    return entries
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_example_env_lists_every_secret_key_with_its_comment(env):
+    entries = example_entries(env)
+    assert set(entries) == set(CATALOG), f"env/{env}.example.env keys differ from charts/secrets.py CATALOG"
+    for key, comment in entries.items():
+        assert comment == CATALOG[key].description, f"env/{env}.example.env: comment of {key} differs"
+        assert re.fullmatch(rf"{key}=", next(line for line in (ENV_DIR / f"{env}.example.env").read_text()
+                                              .splitlines() if line.startswith(f"{key}="))), \
+            f"env/{env}.example.env: {key} must have no value"
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_workloads_read_credentials_only_through_secret_refs(manifests, stacks, env):
+    secret_name = stacks[env].secrets.name
+    referenced = set()
+    for pod in pod_templates(manifests[env]):
+        for container in pod.containers():
+            for var in container.get("env", []):
+                ref = var.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    assert ref["name"] == secret_name, f"{pod.where}: reads Secret {ref['name']}"
+                    assert ref["key"] in CATALOG, f"{pod.where}: unknown secret key {ref['key']}"
+                    referenced.add(ref["key"])
+            assert not container.get("envFrom"), f"{pod.where}: envFrom would expose every key"
+    assert referenced == set(stacks[env].secrets.used_keys)
+
+
+@pytest.mark.parametrize("env", ["stage", "prod"])
+def test_external_secret_covers_every_referenced_key(manifests, stacks, env):
+    (external,) = of_kind(manifests[env], "ExternalSecret")
+    spec = external["spec"]
+    assert external["apiVersion"] == "external-secrets.io/v1"
+    assert spec["secretStoreRef"] == {"kind": "ClusterSecretStore", "name": stacks[env].profile.secrets.store}
+    assert spec["target"]["name"] == stacks[env].secrets.name
+    assert sorted(d["secretKey"] for d in spec["data"]) == stacks[env].secrets.used_keys
+    assert {d["remoteRef"]["key"] for d in spec["data"]} == {stacks[env].profile.secrets.remote_key}
+
+
+def test_dev_has_no_external_secret(manifests):
+    assert not of_kind(manifests["dev"], "ExternalSecret")
+
+
+def distinctive_values() -> dict[str, str]:
+    # Recognisable, and unlike anything the charts could produce by chance.
+    return {key: f"leak-{key.lower().replace('_', '-')}-Zq7Xw9" for key in CATALOG}
+
+
+def leaked(directory: Path, values: dict[str, str]) -> list[str]:
+    found = []
+    encoded = {key: base64.b64encode(value.encode()).decode() for key, value in values.items()}
+    for path in sorted(directory.rglob("*")):
+        if path.is_file():
+            text = path.read_text()
+            found += [f"{path.name}: {key}" for key, value in values.items() if value in text]
+            found += [f"{path.name}: {key} (base64)" for key, value in encoded.items() if value in text]
+            if re.search(r"^kind: Secret$", text, re.MULTILINE):
+                found.append(f"{path.name}: a Secret object")
+    return found
+
+
+def test_no_secret_value_reaches_dist(tmp_path):
+    """Render every env beside a .env (and an environment) full of distinctive values."""
+    values = distinctive_values()
+    (tmp_path / ".env").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    out = tmp_path / "dist"
+    result = subprocess.run([sys.executable, str(ROOT / "main.py"), "--out", str(out)], cwd=tmp_path,
+                            env={**os.environ, **values}, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ENVS
+    assert not leaked(out, values), "secret values rendered into dist/"
+    for value in values.values():
+        assert value not in result.stdout + result.stderr, "a secret value reached the log"
+
+
+def test_leak_scan_finds_a_planted_value(tmp_path):
+    """Negative case: the scan above must see a value and a Secret if they were there."""
+    values = distinctive_values()
+    (tmp_path / "00-config.yaml").write_text(
+        f"kind: ConfigMap\ndata:\n  x: {values['POSTGRES_PASSWORD']}\n---\nkind: Secret\n")
+    found = leaked(tmp_path, values)
+    assert "00-config.yaml: POSTGRES_PASSWORD" in found and "00-config.yaml: a Secret object" in found
+
+
+def run_script(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(ROOT / "scripts" / script), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def secret_data(manifest: str) -> dict[str, str]:
+    secret = yaml.safe_load(manifest)
+    assert secret["kind"] == "Secret"
+    return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
+
+@needs_kubectl
+def test_dev_secrets_fills_blanks_and_converges(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("DJANGO_SECRET_KEY=kept-as-given\nPOSTGRES_PASSWORD=\n")
+    first = run_script("dev-secrets.sh", "--env-file", str(env_file), "--dry-run", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    data = secret_data(first.stdout)
+    assert set(data) == set(CATALOG)
+    assert data["DJANGO_SECRET_KEY"] == "kept-as-given"
+    for key, entry in CATALOG.items():
+        if entry.optional:
+            assert data[key] == "", f"optional {key} was filled in"
+        elif key != "DJANGO_SECRET_KEY":
+            assert re.fullmatch(r"[0-9a-f]{64}", data[key]), f"{key} is not a strong random value"
+    assert len({data[k] for k, e in CATALOG.items() if not e.optional}) == sum(not e.optional for e in CATALOG.values())
+    assert oct(env_file.stat().st_mode)[-3:] == "600"
+    for value in data.values():
+        if value:
+            assert value not in first.stderr, "a secret value was logged"
+
+    second = run_script("dev-secrets.sh", "--env-file", str(env_file), "--dry-run", cwd=tmp_path)
+    assert secret_data(second.stdout) == data, "a re-run changed the passwords"
+
+
+@needs_kubectl
+def test_dev_secrets_rejects_unknown_arguments(tmp_path):
+    result = run_script("dev-secrets.sh", "--bogus", cwd=tmp_path)
+    assert result.returncode == 2 and "unknown argument: --bogus" in result.stderr
+
+
+@needs_kubectl
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_dev_certs_signs_the_domain_with_a_local_ca(tmp_path):
+    env = {**os.environ, "DEV_CERTS_FORCE_OPENSSL": "1"}
+    args = ["bash", str(ROOT / "scripts" / "dev-certs.sh"), "--dir", str(tmp_path), "--domain", "app.localhost",
+            "--dry-run"]
+    first = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert first.returncode == 0, first.stderr
+    secret = yaml.safe_load(first.stdout)
+    assert secret["type"] == "kubernetes.io/tls" and secret["metadata"]["name"] == "vibearena-tls"
+    cert = tmp_path / "app.localhost.crt"
+    verify = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "ca.crt"), str(cert)],
+                            capture_output=True, text=True, check=False)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    text = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-ext", "subjectAltName"],
+                          capture_output=True, text=True, check=True).stdout
+    assert "DNS:app.localhost" in text and "DNS:*.app.localhost" in text
+    ca_before = (tmp_path / "ca.crt").read_bytes()
+    second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert second.returncode == 0 and (tmp_path / "ca.crt").read_bytes() == ca_before, "the CA was replaced"
