@@ -28,8 +28,11 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 # Output file order: kubectl apply -f <dir> applies files alphabetically, so
 # the namespace and its policies come first and data services before apps.
-COMPONENT_ORDER = ("config", "edge", "database", "cache", "object-store", "migration",
+COMPONENT_ORDER = ("gitops", "config", "edge", "database", "cache", "object-store", "migration",
                    "web", "worker", "scheduler", "backup", "monitoring")
+
+
+ARGOCD_DIR = "argocd"
 
 
 class BadInputError(Exception):
@@ -51,7 +54,8 @@ def _literal_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
-class _Dumper(yaml.SafeDumper):
+# libyaml's emitter when PyYAML has it (several times faster), same output.
+class _Dumper(getattr(yaml, "CSafeDumper", yaml.SafeDumper)):  # type: ignore[misc]
     pass
 
 
@@ -111,13 +115,31 @@ def build(env_dir: Path, names: list[str]) -> dict[str, tuple[Any, list[dict]]]:
     return built
 
 
-def render(env_dir: Path, names: list[str]) -> dict[str, RenderedEnv]:
-    """Render the named envs in memory; nothing is written."""
+def build_argocd(profiles: list[Any], manifests: dict[str, list[dict]]) -> list[dict]:
+    """The AppProject and one Application per env (dist/argocd)."""
+    import cdk8s
+
+    from charts.argocd import ArgoChart
+
+    try:
+        chart = ArgoChart(cdk8s.App(), "argocd", profiles=profiles, manifests=manifests)
+    except ValueError as err:
+        raise BadInputError(f"env/*.yaml: {err}") from None
+    return chart.to_json()
+
+
+def render(env_dir: Path, names: list[str], *, with_argocd: bool = False) -> dict[str, RenderedEnv]:
+    """Render the named envs (and dist/argocd from all of them) in memory; nothing is written."""
+    built = build(env_dir, names)
+    outputs = {env: documents for env, (_chart, documents) in built.items()}
+    if with_argocd:
+        outputs[ARGOCD_DIR] = build_argocd([chart.stack.profile for chart, _docs in built.values()], outputs)
     rendered: dict[str, RenderedEnv] = {}
-    for env, (_chart, documents) in build(env_dir, names).items():
-        header = f"# Rendered by main.py from env/{env}.yaml. Do not edit; run `make synth`.\n"
+    for name, documents in outputs.items():
+        source = "env/*.yaml" if name == ARGOCD_DIR else f"env/{name}.yaml"
+        header = f"# Rendered by main.py from {source}. Do not edit; run `make synth`.\n"
         files = {file: header + to_yaml(docs) for file, docs in group_by_file(documents).items()}
-        rendered[env] = RenderedEnv(files=files, object_count=len(documents))
+        rendered[name] = RenderedEnv(files=files, object_count=len(documents))
     return rendered
 
 
@@ -150,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not names:
             raise BadInputError(f"{env_dir}: no profiles (*.yaml) found")
-        rendered = render(env_dir, names)
+        # dist/argocd derives from every profile, so only a full render updates it.
+        rendered = render(env_dir, names, with_argocd=not args.envs)
     except BadInputError as err:
         print(f"error: {err}", file=sys.stderr)
         print("error: nothing was written; dist/ keeps its previous content", file=sys.stderr)

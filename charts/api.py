@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 HTTP_PORT = 8000
 # gunicorn's graceful timeout (app/gunicorn.conf.py reads it from the env).
 GRACEFUL_TIMEOUT_SECONDS = 25
+SOURCE_CLAIM = "app-source"
 
 
 class Api(Construct):
@@ -31,6 +32,17 @@ class Api(Construct):
                 f"({GRACEFUL_TIMEOUT_SECONDS}) + 5")
         command = (["python", "manage.py", "runserver", f"0.0.0.0:{HTTP_PORT}"] if config.dev_reload
                    else ["gunicorn", "--config", "gunicorn.conf.py", "config.wsgi"])
+        if config.dev_reload:
+            # The host's app/ directory replaces the image's /app; the claim binds
+            # to the PersistentVolume kind/up.sh makes from kind's extraMount.
+            claim = k8s.KubePersistentVolumeClaim(
+                self, "source", metadata=stack.identity_meta(SOURCE_CLAIM, "web", config.image.tag),
+                spec=k8s.PersistentVolumeClaimSpec(
+                    access_modes=["ReadOnlyMany"], storage_class_name="", volume_name=config.dev_source_volume,
+                    resources=k8s.VolumeResourceRequirements(requests={"storage": k8s.Quantity.from_string("1Gi")})))
+            source = k8s.PersistentVolumeClaimVolumeSource(claim_name=claim.name, read_only=True)
+            volumes = [*volumes, k8s.Volume(name="source", persistent_volume_claim=source)]
+            mounts = [*mounts, k8s.VolumeMount(name="source", mount_path="/app", read_only=True)]
         container = Container(
             name="api",
             image=config.image.ref,

@@ -109,8 +109,10 @@ class ApiConfig:
                                  default="config.settings.prod")
     autoscaling: Autoscaling = field(default_factory=Autoscaling)
     disruption_budget: bool = True
-    # Dev only: run the auto-reloading server instead of gunicorn.
+    # Dev only: run the auto-reloading server on the source mounted from the
+    # host through a PersistentVolume that kind/up.sh creates (no hostPath in pods).
     dev_reload: bool = False
+    dev_source_volume: str = check(dns_label, default="vibearena-app-source")
     termination_grace_seconds: int = check(between(10, 300), default=40)
     # The superuser `make createsuperuser` creates; its password is in the Secret.
     superuser_username: str = check(matches(r"[A-Za-z0-9_.@+-]{1,150}", "must be a Django username"),
@@ -264,6 +266,19 @@ class LokiConfig:
     retention: str = check(matches(r"[0-9]+[hd]", "must be a duration like 168h or 7d"), default="168h")
     storage: Storage = field(default_factory=lambda: Storage(size="10Gi"))
     resources: Resources = field(default_factory=lambda: resources("100m", "256Mi", "1", "512Mi"))
+    alloy_resources: Resources = field(default_factory=lambda: resources("20m", "64Mi", "200m", "256Mi"))
+    # Alloy tails pod logs through the Kubernetes API (no hostPath), so its
+    # NetworkPolicy needs the API server's endpoint address and port: the
+    # addresses of `kubectl get endpointslices -n default -l
+    # kubernetes.io/service-name=kubernetes` (kind: the control-plane node, 6443).
+    api_server_cidr: str | None = check(
+        lambda v: None if v is None or re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}|[0-9a-f:]+/[0-9]{1,3}", v)
+        else _raise(f"must be a CIDR like 172.18.0.2/32 (got {v!r})"), default=None)
+    api_server_port: int = check(between(1, 65535), default=443)
+
+    def __post_init__(self) -> None:
+        if self.enabled and not self.api_server_cidr:
+            raise ValueError("api_server_cidr is required when enabled (Alloy reads pod logs through the API server)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -287,6 +302,46 @@ class MonitoringConfig:
     ingress_metrics_port: int | None = check(lambda v: None if v is None or 0 < v < 65536 else
                                              _raise(f"must be a port number (got {v})"), default=9113)
     loki: LokiConfig = field(default_factory=LokiConfig)
+    scrape_interval: str = check(matches(r"[1-9][0-9]*[sm]", "must be a duration like 30s or 1m"), default="30s")
+    # The ingress controller's metrics Service (a DNS name, e.g.
+    # nginx-ingress-prometheus-service.nginx-ingress.svc): Prometheus finds its
+    # pods by DNS, without cluster RBAC. Scraped when this and the port are set.
+    ingress_metrics_service: str | None = check(lambda v: None if v is None else dns_name(v), default=None)
+    # cert-manager's metrics Service (e.g. cert-manager.cert-manager.svc); the
+    # certificate-expiry alert exists only when it is scraped.
+    cert_manager_metrics_service: str | None = check(lambda v: None if v is None else dns_name(v), default=None)
+    cert_manager_namespace: str = check(dns_label, default="cert-manager")
+    cert_manager_pod_labels: Mapping[str, str] = field(default_factory=lambda: frozen_map(**{
+        "app.kubernetes.io/name": "cert-manager", "app.kubernetes.io/component": "controller"}))
+    # Operator mode: where the operator's Prometheus pods run (the NetworkPolicy
+    # admits their scrapes), and the labels its Grafana's dashboard sidecar
+    # picks dashboard ConfigMaps by (kube-prometheus-stack defaults).
+    operator_prometheus_namespace: str = check(dns_label, default="monitoring")
+    operator_prometheus_pod_labels: Mapping[str, str] = field(
+        default_factory=lambda: frozen_map(**{"app.kubernetes.io/name": "prometheus"}))
+    operator_dashboard_labels: Mapping[str, str] = field(default_factory=lambda: frozen_map(grafana_dashboard="1"))
+    # Alert thresholds.
+    api_error_ratio: float = check(lambda v: None if 0 < v < 1 else _raise(f"must be between 0 and 1 (got {v})"),
+                                   default=0.05)
+    api_latency_p95_seconds: float = check(lambda v: None if v > 0 else _raise(f"must be > 0 (got {v})"),
+                                           default=1.0)
+    queue_backlog: int = check(at_least(1), default=100)
+    task_failure_ratio: float = check(lambda v: None if 0 < v < 1 else _raise(f"must be between 0 and 1 (got {v})"),
+                                      default=0.1)
+    # Alert when the databases reach this share of the Postgres volume.
+    database_volume_ratio: float = check(lambda v: None if 0 < v < 1 else
+                                         _raise(f"must be between 0 and 1 (got {v})"), default=0.8)
+    # The beat-scheduled task whose successes prove beat, broker and a worker
+    # run (the app's CELERY_BEAT_SCHEDULE), and how long its absence is tolerated.
+    beat_heartbeat_task: str = check(matches(r"[A-Za-z_][A-Za-z0-9_.]*", "must be a dotted task name"),
+                                     default="core.tasks.record_heartbeat")
+    beat_heartbeat_max_age: str = check(matches(r"[1-9][0-9]*m", "must be minutes like 10m"), default="10m")
+
+    def __post_init__(self) -> None:
+        if self.loki.enabled and self.mode != "bundled":
+            raise ValueError("loki.enabled needs mode 'bundled' (its Grafana is where logs are read)")
+        if not self.operator_prometheus_pod_labels:
+            raise ValueError("operator_prometheus_pod_labels must name at least one label")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -366,6 +421,23 @@ class SecretsConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ArgoConfig:
+    """How Argo CD syncs this env's rendered directory (dist/<env>)."""
+
+    enabled: bool = True
+    repo_url: str = check(matches(r"(https://|ssh://|git@)\S+", "must be a git URL"),
+                          default="https://github.com/vibearena/infra.git")
+    target_revision: str = check(non_empty, default="main")
+    # Off: a person presses Sync. Stage turns it on; prod only on purpose.
+    auto_sync: bool = False
+    prune: bool = True
+    self_heal: bool = True
+    destination_server: str = "https://kubernetes.default.svc"
+    namespace: str = check(dns_label, default="argocd")
+    project: str = check(dns_label, default="vibearena")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Profile:
     """One environment. `name` comes from the file name, not from its content."""
 
@@ -382,6 +454,7 @@ class Profile:
     backups: BackupConfig = field(default_factory=BackupConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     edge: EdgeConfig = field(default_factory=EdgeConfig)
+    argocd: ArgoConfig = field(default_factory=ArgoConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     secrets: SecretsConfig = field(default_factory=SecretsConfig)
 

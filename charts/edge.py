@@ -12,7 +12,7 @@ certificate from Let's Encrypt; in dev the TLS Secret comes from a local CA
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from constructs import Construct
 
@@ -21,8 +21,6 @@ from charts.labels import api_metadata, metadata
 from charts.network import Peer, pods_in
 from imports import k8s
 from imports.io import cert_manager as cm
-from imports.io import traefik
-from imports.io.k8s.networking import gateway as gw
 
 if TYPE_CHECKING:
     from charts.stack import Stack
@@ -96,6 +94,9 @@ class Edge(Construct):
         )
 
         if config.gateway.enabled:
+            # Imported on use: loading a CRD module costs jsii start-up time.
+            from imports.io.k8s.networking import gateway as gw
+
             gateway = config.gateway
             gw.HttpRoute(
                 self, "http-route",
@@ -160,8 +161,10 @@ class Edge(Construct):
         }
 
     def _traefik_middlewares(self, config: EdgeConfig, namespace: str) -> dict[str, str]:
+        from imports.io import traefik
+
         count, unit = parse_rate(config.rate_limit)
-        middlewares: dict[str, traefik.MiddlewareSpec] = {
+        middlewares: dict[str, Any] = {
             "rate-limit": traefik.MiddlewareSpec(rate_limit=traefik.MiddlewareSpecRateLimit(
                 average=count, burst=max(config.rate_limit_burst, 1),
                 period=traefik.MiddlewareSpecRateLimitPeriod.from_string("1s" if unit == "s" else "1m"))),

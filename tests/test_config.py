@@ -52,7 +52,7 @@ BAD_PROFILES = [
      "edge.tls.secret", "unknown key"),
     ("wrong-type", "dev.yaml", "  replicas: 1", "  replicas: two", "api.replicas", "expected an integer"),
     ("wrong-type-bool", "dev.yaml", "  hsts: false", "  hsts: 'no'", "edge.hsts", "expected a boolean"),
-    ("bad-quantity", "dev.yaml", "memory: 256Mi", "memory: 12Q", "api.resources.memory", "not a Kubernetes quantity"),
+    ("bad-quantity", "dev.yaml", "memory: 192Mi", "memory: 12Q", "api.resources.memory", "not a Kubernetes quantity"),
     ("negative-replicas", "dev.yaml", "  replicas: 1", "  replicas: -1", "api.replicas", "must be >= 0"),
     ("bad-rate", "dev.yaml", "edge:\n", "edge:\n  rate_limit: 10x/s\n", "edge.rate_limit", "10r/s"),
     ("bad-size", "dev.yaml", "edge:\n", "edge:\n  body_size: 50 MB\n", "edge.body_size", "size"),

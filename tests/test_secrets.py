@@ -99,7 +99,7 @@ def test_no_secret_value_reaches_dist(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "main.py"), "--out", str(out)], cwd=tmp_path,
                             env={**os.environ, **values}, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ENVS
+    assert set(ENVS) <= {p.name for p in out.iterdir()}
     assert not leaked(out, values), "secret values rendered into dist/"
     for value in values.values():
         assert value not in result.stdout + result.stderr, "a secret value reached the log"
