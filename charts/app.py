@@ -46,7 +46,9 @@ class Worker(Construct):
         container = Container(
             name="worker",
             image=image.ref,
-            command=["celery", "--app=config", "worker", "--loglevel=INFO",
+            # No gossip/mingle: workers do not need each other's state, and both
+            # add broker chatter and start-up delay on every restart.
+            command=["celery", "--app=config", "worker", "--loglevel=INFO", "--without-gossip", "--without-mingle",
                      f"--queues={','.join(group.queues)}", f"--hostname={name}@%h",
                      f"--concurrency={group.concurrency}", f"--prefetch-multiplier={group.prefetch_multiplier}",
                      f"--max-tasks-per-child={group.max_tasks_per_child}"],

