@@ -48,8 +48,9 @@ class Worker(Construct):
             image=image.ref,
             # No gossip/mingle: workers do not need each other's state, and both
             # add broker chatter and start-up delay on every restart.
-            command=["celery", "--app=config", "worker", "--loglevel=INFO", "--without-gossip", "--without-mingle",
-                     f"--queues={','.join(group.queues)}", f"--hostname={name}@%h",
+            command=["celery", "--app=config", "--quiet", "worker", "--loglevel=INFO",
+                     "--without-gossip", "--without-mingle", f"--queues={','.join(group.queues)}",
+                     f"--hostname={name}@%h",
                      f"--concurrency={group.concurrency}", f"--prefetch-multiplier={group.prefetch_multiplier}",
                      f"--max-tasks-per-child={group.max_tasks_per_child}"],
             env=[*app_env,
@@ -100,7 +101,7 @@ class Beat(Construct):
         container = Container(
             name="beat",
             image=image.ref,
-            command=["celery", "--app=config", "beat", "--loglevel=INFO", f"--schedule={BEAT_SCHEDULE}"],
+            command=["celery", "--app=config", "--quiet", "beat", "--loglevel=INFO", f"--schedule={BEAT_SCHEDULE}"],
             env=list(app_env),
             probes=Probes(startup=Probe(command=[*LIVENESS, f"--file={BEAT_SCHEDULE}", "--max-age=900"],
                                         period_seconds=10, failure_threshold=30),

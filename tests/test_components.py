@@ -62,7 +62,7 @@ def test_beat_never_runs_twice(manifests, env):
     assert beat["spec"].get("podManagementPolicy", "OrderedReady") == "OrderedReady"
     assert beat["spec"]["updateStrategy"]["type"] == "RollingUpdate"
     c = container(beat, "beat")
-    assert c["command"][:3] == ["celery", "--app=config", "beat"]
+    assert c["command"][:4] == ["celery", "--app=config", "--quiet", "beat"]
     assert "livenessProbe" in c
 
 
