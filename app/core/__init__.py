@@ -1,0 +1,1 @@
+"""The reference API: file uploads to object storage and Celery tasks."""
