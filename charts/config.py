@@ -403,6 +403,9 @@ class EdgeConfig:
 class NetworkConfig:
     dns_namespace: str = check(dns_label, default="kube-system")
     dns_pod_labels: Mapping[str, str] = field(default_factory=lambda: frozen_map(**{"k8s-app": "kube-dns"}))
+    # Let the API and workers call HTTPS services on the internet (e.g. the
+    # Google Analytics API with GA_SVC_JSON_BASE64). Off: nothing leaves.
+    app_internet_egress: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,7 @@ from charts.data import ObjectStore, Postgres, Redis, env
 from charts.edge import Edge
 from charts.labels import Identity, metadata
 from charts.namespace import Namespace
-from charts.network import Network, Peer, pods_in
+from charts.network import Network, Peer, external, pods_in
 from charts.secrets import SecretRefs
 from imports import k8s
 
@@ -99,6 +99,10 @@ class StackChart(cdk8s.Chart):
         for peer in (self.api.peer, *(w.peer for w in self.workers), self.beat.peer, self.migration.peer,
                      self.superuser.peer):
             self._app_connections(peer)
+        if profile.network.app_internet_egress:
+            internet = external("0.0.0.0/0", key="internet")
+            for peer in (self.api.peer, *(w.peer for w in self.workers)):
+                stack.network.allow(peer, internet, 443, reason="outbound HTTPS APIs (network.app_internet_egress)")
 
         self.backups = Backups(self, "backups", stack=stack, config=profile.backups,
                                postgres=self.postgres, object_store=self.object_store)

@@ -215,3 +215,13 @@ def test_offsite_mirror_when_enabled(manifests):
     assert variables["MIRROR_DST_S3_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"]["key"] == "OFFSITE_S3_ACCESS_KEY_ID"
     targets = {(c.source.key, c.target.key, c.port) for c in stack.network.connections}
     assert ("minio-mirror", "offsite:s3.example.net", 443) in targets
+
+
+def test_internet_egress_only_when_switched_on(stacks):
+    for env in ENVS:
+        assert not [c for c in stacks[env].network.connections if c.target.key == "internet"], env
+    stack, _objects = render_with("prod", {"network": {"app_internet_egress": True}})
+    internet = {(c.source.key, c.port) for c in stack.network.connections if c.target.key == "internet"}
+    assert internet == {("api", 443), ("worker-default", 443)}
+    (peer,) = {c.target for c in stack.network.connections if c.target.key == "internet"}
+    assert set(peer.cidr_except) == {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
