@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 EXPORTER_PORT = 9188
 SCRIPTS = "/opt/backup/bin"
+# The user backup/Dockerfile creates.
+BACKUP_UID = 10002
 
 
 class Backups(Construct):
@@ -52,7 +54,7 @@ class Backups(Construct):
 
         self.ensure_bucket = Job(
             self, "ensure-bucket", stack=stack, name="ensure-bucket", component="object-store",
-            version=config.image.tag, job_name=f"ensure-bucket-{release_suffix(config.image.tag)}",
+            version=config.image.tag, job_name=f"ensure-bucket-{release_suffix(config.image.tag)}", uid=BACKUP_UID,
             annotations=ARGO_SYNC_HOOK,
             containers=[self._container("ensure-bucket", [f"{SCRIPTS}/ensure-bucket", object_store.config.bucket,
                                                            config.bucket], object_store.client_env())],
@@ -87,7 +89,7 @@ class Backups(Construct):
         )
         self.exporter = Deployment(
             self, "exporter", stack=stack, name="backup-exporter", component="backup", version=config.image.tag,
-            containers=[exporter], replicas=1)
+            containers=[exporter], replicas=1, uid=BACKUP_UID)
         self._uses_store(self.exporter, "read backup status objects")
 
     @property
@@ -107,7 +109,7 @@ class Backups(Construct):
                  database: bool) -> CronJob:
         workload = CronJob(
             self, name, stack=self.stack, name=name, component="backup", version=self.config.image.tag,
-            containers=[self._container(name, command, variables)],
+            containers=[self._container(name, command, variables)], uid=BACKUP_UID,
             schedule=Schedule(cron=cron, time_zone=self.config.time_zone) if cron else ON_DEMAND,
             suspend=cron is None,
             # One retry: a second failure alerts (backup stale) instead of

@@ -124,7 +124,10 @@ class ScrapeTarget:
     dns_name: str | None = None
 
     def __post_init__(self) -> None:
-        dns_label(self.job)
+        try:
+            dns_label(self.job)
+        except ValueError as err:
+            raise ValueError(f"scrape target job: {err}") from None
         if (self.workload is None) == (self.peer is None):
             raise ValueError(f"scrape target {self.job!r}: set exactly one of workload, peer")
         if self.peer is not None and (not self.dns_name or self.peer.namespace is None):
@@ -458,8 +461,10 @@ def prometheus_config(targets: Sequence[ScrapeTarget], *, namespace: str, scrape
                                 "refresh_interval": scrape_interval}],
             "relabel_configs": _namespace_relabel(series_namespace),
         })
+    interval_seconds = int(scrape_interval[:-1]) * (60 if scrape_interval.endswith("m") else 1)
     return {
-        "global": {"scrape_interval": scrape_interval, "scrape_timeout": "10s",
+        # The timeout may not exceed the interval.
+        "global": {"scrape_interval": scrape_interval, "scrape_timeout": f"{min(10, interval_seconds)}s",
                    "evaluation_interval": scrape_interval},
         # Relative to the config file: both ConfigMaps land in one directory.
         "rule_files": [RULES_FILE],
@@ -513,8 +518,15 @@ class Monitoring(Construct):
         self.celery_exporter: Deployment | None = None
         self.prometheus: StatefulSet | None = None
         self.grafana: Deployment | None = None
+        self.loki: StatefulSet | None = None
+        self.alloy: Deployment | None = None
         self.targets: list[ScrapeTarget] = []
         self.groups: list[RuleGroup] = []
+        self.metric_lists: set[str] = set()
+        self.rules_text = ""
+        self.prometheus_config_text = ""
+        self.grafana_datasources: dict[str, str] = {}
+        self.grafana_dashboards: dict[str, str] = {}
         if config.mode == "off":
             return
 
@@ -828,7 +840,7 @@ class Monitoring(Construct):
             mounts=[k8s.VolumeMount(name="config", mount_path="/etc/loki", read_only=True),
                     k8s.VolumeMount(name="data", mount_path="/loki")],
         )
-        self.loki = StatefulSet(
+        self.loki = loki_server = StatefulSet(
             self, "loki", stack=stack, name="loki", component=COMPONENT, version=loki.image.tag,
             containers=[server], replicas=1, fs_group=10001, termination_grace_seconds=60,
             volumes=[k8s.Volume(name="config", config_map=k8s.ConfigMapVolumeSource(name="loki-config"))],
@@ -864,7 +876,7 @@ class Monitoring(Construct):
             k8s.VolumeProjection(downward_api=k8s.DownwardApiProjection(items=[k8s.DownwardApiVolumeFile(
                 path="namespace", field_ref=k8s.ObjectFieldSelector(field_path="metadata.namespace"))])),
         ]))
-        self.alloy = Deployment(
+        self.alloy = alloy = Deployment(
             self, "alloy", stack=stack, name="alloy", component=COMPONENT, version=loki.alloy_image.tag,
             containers=[agent], replicas=1, recreate=True,  # two would ship every line twice
             volumes=[k8s.Volume(name="config", config_map=k8s.ConfigMapVolumeSource(name="alloy-config")), token],
@@ -881,10 +893,10 @@ class Monitoring(Construct):
                             subjects=[k8s.Subject(kind="ServiceAccount", name="alloy", namespace=self.namespace)])
 
         network = stack.network
-        network.allow(self.alloy.peer, self.loki.peer, LOKI_PORT, reason="Alloy pushes logs")
-        network.allow(self.alloy.peer, external(loki.api_server_cidr or "", key="kube-apiserver"),
+        network.allow(alloy.peer, loki_server.peer, LOKI_PORT, reason="Alloy pushes logs")
+        network.allow(alloy.peer, external(loki.api_server_cidr or "", key="kube-apiserver"),
                       loki.api_server_port, reason="Alloy tails pod logs through the Kubernetes API")
-        network.allow(self.grafana.peer, self.loki.peer, LOKI_PORT, reason="Grafana queries Loki")
+        network.allow(self.grafana.peer, loki_server.peer, LOKI_PORT, reason="Grafana queries Loki")
 
 
 def loki_config(loki: LokiConfig) -> dict[str, Any]:

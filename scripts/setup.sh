@@ -49,8 +49,8 @@ venv() {
 }
 
 apt_packages() {
-  # PostgreSQL, Redis, promtool, rclone and shellcheck run for real in the tests.
-  local packages=(postgresql redis-server prometheus rclone shellcheck)
+  # PostgreSQL, Redis, promtool, rclone, jq and shellcheck run for real in the tests.
+  local packages=(postgresql redis-server prometheus rclone shellcheck jq)
   local missing=()
   for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
