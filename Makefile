@@ -32,7 +32,7 @@ synth: setup ## Render every env into dist/<env>/ with `cdk8s synth`
 	@echo "rendered: $$(ls -d dist/*/ | tr '\n' ' ')"
 
 render: setup ## Render one env only: make render ENV=prod
-	$(PYTHON) main.py --env $(ENV)
+	$(PYTHON) -O main.py --env $(ENV)
 
 test: ## Install everything the tests need, then run them all
 	@bash scripts/setup.sh test
@@ -72,10 +72,10 @@ smoke: ## Wait for every workload, then call the API through the Ingress: make s
 diff: setup ## Rendered diff of ENV against git HEAD, or of two envs: make diff ENV=stage OTHER=prod
 	@set -eu; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	if [ -n "$(OTHER)" ]; then \
-		$(PYTHON) main.py --env $(ENV) --env $(OTHER) --out "$$tmp/new" >/dev/null; \
+		$(PYTHON) -O main.py --env $(ENV) --env $(OTHER) --out "$$tmp/new" >/dev/null; \
 		old="$$tmp/new/$(ENV)"; new="$$tmp/new/$(OTHER)"; \
 	else \
-		$(PYTHON) main.py --env $(ENV) --out "$$tmp/new" >/dev/null; \
+		$(PYTHON) -O main.py --env $(ENV) --out "$$tmp/new" >/dev/null; \
 		mkdir -p "$$tmp/head"; git archive HEAD "dist/$(ENV)" | tar -x -C "$$tmp/head"; \
 		old="$$tmp/head/dist/$(ENV)"; new="$$tmp/new/$(ENV)"; \
 	fi; \

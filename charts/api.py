@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from constructs import Construct
 
 from charts.config import ApiConfig
+from charts.labels import number, quantity
 from charts.workload import Container, Deployment, Port, Probe, Probes
 from imports import k8s
 
@@ -39,7 +40,7 @@ class Api(Construct):
                 self, "source", metadata=stack.identity_meta(SOURCE_CLAIM, "web", config.image.tag),
                 spec=k8s.PersistentVolumeClaimSpec(
                     access_modes=["ReadOnlyMany"], storage_class_name="", volume_name=config.dev_source_volume,
-                    resources=k8s.VolumeResourceRequirements(requests={"storage": k8s.Quantity.from_string("1Gi")})))
+                    resources=k8s.VolumeResourceRequirements(requests={"storage": quantity("1Gi")})))
             source = k8s.PersistentVolumeClaimVolumeSource(claim_name=claim.name, read_only=True)
             volumes = [*volumes, k8s.Volume(name="source", persistent_volume_claim=source)]
             mounts = [*mounts, k8s.VolumeMount(name="source", mount_path="/app", read_only=True)]
@@ -100,7 +101,7 @@ class Api(Construct):
                 self, "pdb",
                 metadata=self.workload.meta(),
                 spec=k8s.PodDisruptionBudgetSpec(
-                    max_unavailable=k8s.IntOrString.from_number(1),
+                    max_unavailable=number(1),
                     selector=k8s.LabelSelector(match_labels=identity.selector()),
                 ),
             )

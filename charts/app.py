@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from constructs import Construct
 
 from charts.config import BeatConfig, Image, WorkerGroup
+from charts.labels import number
 from charts.workload import Container, CronJob, Deployment, Job, JobSettings, Probe, Probes, Schedule, StatefulSet
 from imports import k8s
 
@@ -75,7 +76,7 @@ class Worker(Construct):
             k8s.KubePodDisruptionBudget(
                 self, "pdb", metadata=self.workload.meta(),
                 spec=k8s.PodDisruptionBudgetSpec(
-                    max_unavailable=k8s.IntOrString.from_number(1),
+                    max_unavailable=number(1),
                     selector=k8s.LabelSelector(match_labels=self.workload.identity.selector())))
 
 

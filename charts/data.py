@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 from constructs import Construct
 
 from charts.config import ObjectStoreConfig, PostgresConfig, RedisConfig, Resources
+from charts.labels import number, quantity
 from charts.network import Peer, external
 from charts.schema import parse_quantity
 from charts.workload import Container, Port, Probe, Probes, StatefulSet
@@ -107,7 +108,7 @@ class Postgres(Construct):
             k8s.KubePodDisruptionBudget(
                 self, "pdb", metadata=self.workload.meta(),
                 spec=k8s.PodDisruptionBudgetSpec(
-                    min_available=k8s.IntOrString.from_number(1),
+                    min_available=number(1),
                     selector=k8s.LabelSelector(match_labels=self.workload.identity.selector())))
 
     @property
@@ -183,7 +184,7 @@ class Redis(Construct):
         volumes = [k8s.Volume(name="config", config_map=k8s.ConfigMapVolumeSource(name="redis-config"))]
         if not config.persistence:
             volumes.append(k8s.Volume(name="data", empty_dir=k8s.EmptyDirVolumeSource(
-                size_limit=k8s.Quantity.from_string(config.storage.size))))
+                size_limit=quantity(config.storage.size))))
         self.workload = StatefulSet(
             self, "workload", stack=stack, name="redis", component="cache", version=config.image.tag,
             containers=[server, exporter], volumes=volumes, replicas=1, fs_group=10001,

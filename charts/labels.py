@@ -7,6 +7,7 @@ new image version never changes an immutable selector.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -15,6 +16,34 @@ import cdk8s
 from imports import k8s
 
 MANAGED_BY = "cdk8s"
+SYNC_WAVE = "argocd.argoproj.io/sync-wave"
+# Argo CD sync waves by component: namespace and config first, data services
+# before the migration hook, the app after it (README: "Argo CD").
+SYNC_WAVES = {
+    "gitops": -4, "config": -3, "database": -2, "cache": -2, "object-store": -2, "migration": -1,
+    "web": 0, "worker": 0, "scheduler": 0, "backup": 0, "monitoring": 0, "edge": 1,
+}
+
+
+def annotations_for(identity: Identity, extra: Mapping[str, str] | None) -> dict[str, str]:
+    return {SYNC_WAVE: str(SYNC_WAVES.get(identity.component, 0)), **(extra or {})}
+
+
+# Quantity and IntOrString are jsii objects: each construction is a round trip
+# to the Node process. They are immutable, so one per distinct value will do.
+@functools.cache
+def quantity(value: str) -> k8s.Quantity:
+    return k8s.Quantity.from_string(value)
+
+
+@functools.cache
+def number(value: int) -> k8s.IntOrString:
+    return k8s.IntOrString.from_number(value)
+
+
+@functools.cache
+def named_port(value: str) -> k8s.IntOrString:
+    return k8s.IntOrString.from_string(value)
 
 
 @dataclass(frozen=True)
@@ -46,21 +75,23 @@ class Identity:
 def metadata(identity: Identity, name: str, namespace: str | None, *,
              annotations: Mapping[str, str] | None = None,
              extra_labels: Mapping[str, str] | None = None) -> k8s.ObjectMeta:
-    """ObjectMeta with an explicit, stable name; namespace None for cluster objects."""
+    """ObjectMeta with an explicit, stable name; namespace None for cluster objects.
+    Every top-level object gets its Argo CD sync wave from its component."""
     return k8s.ObjectMeta(
         name=name,
         namespace=namespace,
         labels={**identity.labels(), **(extra_labels or {})},
-        annotations=dict(annotations) if annotations else None,
+        annotations=annotations_for(identity, annotations),
     )
 
 
 def api_metadata(identity: Identity, name: str, namespace: str | None, *,
-                 annotations: Mapping[str, str] | None = None) -> cdk8s.ApiObjectMetadata:
+                 annotations: Mapping[str, str] | None = None,
+                 extra_labels: Mapping[str, str] | None = None) -> cdk8s.ApiObjectMetadata:
     """The same metadata for custom resources, whose classes take cdk8s' own type."""
     return cdk8s.ApiObjectMetadata(
         name=name,
         namespace=namespace,
-        labels=identity.labels(),
-        annotations=dict(annotations) if annotations else None,
+        labels={**identity.labels(), **(extra_labels or {})},
+        annotations=annotations_for(identity, annotations),
     )

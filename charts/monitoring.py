@@ -30,17 +30,15 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import cdk8s
 import yaml
 from constructs import Construct
 
 from charts.config import LokiConfig, MonitoringConfig
-from charts.labels import metadata
+from charts.labels import api_metadata, metadata, number
 from charts.network import Peer, external, pods_in
 from charts.schema import dns_label, parse_quantity
 from charts.workload import Container, Deployment, Port, Probe, Probes, StatefulSet, Workload
 from imports import k8s
-from imports.com.coreos import monitoring as mon
 
 if TYPE_CHECKING:
     from charts.stack import Stack
@@ -684,7 +682,7 @@ class Monitoring(Construct):
                 # Scrape pods that fail readiness too: `up` must show them.
                 publish_not_ready_addresses=True,
                 ports=[k8s.ServicePort(name="metrics", port=target.port, protocol="TCP",
-                                       target_port=k8s.IntOrString.from_number(target.port))],
+                                       target_port=number(target.port))],
             ),
         )
 
@@ -765,6 +763,9 @@ class Monitoring(Construct):
     # -- operator mode
 
     def _operator(self, targets: Sequence[ScrapeTarget]) -> None:
+        # Imported on use: loading a CRD module costs jsii start-up time.
+        from imports.com.coreos import monitoring as mon
+
         config, stack = self.config, self.stack
         operator_labels = dict(config.operator_labels)
         operator_prometheus = pods_in(config.operator_prometheus_namespace, config.operator_prometheus_pod_labels,
@@ -775,8 +776,7 @@ class Monitoring(Construct):
             identity = stack.identity(target.job, COMPONENT, workload.identity.version)
             mon.PodMonitor(
                 self, f"pod-monitor-{target.job}",
-                metadata=cdk8s.ApiObjectMetadata(name=target.job, namespace=self.namespace,
-                                                 labels={**identity.labels(), **operator_labels}),
+                metadata=api_metadata(identity, target.job, self.namespace, extra_labels=operator_labels),
                 spec=mon.PodMonitorSpec(
                     selector=mon.PodMonitorSpecSelector(match_labels=workload.identity.selector()),
                     pod_metrics_endpoints=[mon.PodMonitorSpecPodMetricsEndpoints(
@@ -797,8 +797,7 @@ class Monitoring(Construct):
         document = rules_document(self.groups, self.namespace)
         mon.PrometheusRule(
             self, "prometheus-rule",
-            metadata=cdk8s.ApiObjectMetadata(name="vibearena-alerts", namespace=self.namespace,
-                                             labels={**identity.labels(), **operator_labels}),
+            metadata=api_metadata(identity, "vibearena-alerts", self.namespace, extra_labels=operator_labels),
             spec=mon.PrometheusRuleSpec(groups=[
                 mon.PrometheusRuleSpecGroups(name=group["name"], rules=[
                     mon.PrometheusRuleSpecGroupsRules(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from constructs import Construct
 
-from charts.labels import Identity, metadata
+from charts.labels import Identity, metadata, quantity
 from imports import k8s
 
 POD_SECURITY_LEVEL = "restricted"
@@ -30,11 +30,11 @@ class Namespace(Construct):
             metadata=metadata(identity, "default-limits", name),
             spec=k8s.LimitRangeSpec(limits=[k8s.LimitRangeItem(
                 type="Container",
-                default_request={"cpu": k8s.Quantity.from_string("50m"),
-                                 "memory": k8s.Quantity.from_string("64Mi")},
-                default={"cpu": k8s.Quantity.from_string("500m"),
-                         "memory": k8s.Quantity.from_string("256Mi")},
-                max={"cpu": k8s.Quantity.from_string("4"),
-                     "memory": k8s.Quantity.from_string("8Gi")},
+                default_request={"cpu": quantity("50m"),
+                                 "memory": quantity("64Mi")},
+                default={"cpu": quantity("500m"),
+                         "memory": quantity("256Mi")},
+                max={"cpu": quantity("4"),
+                     "memory": quantity("8Gi")},
             )]),
         )

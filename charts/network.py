@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from constructs import Construct
 
-from charts.labels import Identity, metadata
+from charts.labels import Identity, metadata, number
 from imports import k8s
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -106,7 +106,7 @@ class Network:
 
         policy("default-deny", k8s.NetworkPolicySpec(
             pod_selector=k8s.LabelSelector(), policy_types=["Ingress", "Egress"]))
-        dns_ports = [k8s.NetworkPolicyPort(port=k8s.IntOrString.from_number(self.dns_port), protocol=p)
+        dns_ports = [k8s.NetworkPolicyPort(port=number(self.dns_port), protocol=p)
                      for p in ("UDP", "TCP")]
         policy("allow-dns-egress", k8s.NetworkPolicySpec(
             pod_selector=k8s.LabelSelector(), policy_types=["Egress"],
@@ -140,7 +140,7 @@ def _group(connections: list[Connection],
     for connection in connections:
         by_peer[peer_of(connection)].add((connection.port, connection.protocol))
     return [
-        (peer, [k8s.NetworkPolicyPort(port=k8s.IntOrString.from_number(port), protocol=protocol)
+        (peer, [k8s.NetworkPolicyPort(port=number(port), protocol=protocol)
                 for port, protocol in sorted(ports)])
         for peer, ports in sorted(by_peer.items(), key=lambda item: item[0].key)
     ]

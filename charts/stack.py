@@ -26,13 +26,6 @@ from charts.network import Network, Peer, external, pods_in
 from charts.secrets import SecretRefs
 from imports import k8s
 
-# Argo CD sync waves by component: namespace and config first, data services
-# before the migration hook, the app after it (README: "Argo CD").
-SYNC_WAVES = {
-    "config": -3, "database": -2, "cache": -2, "object-store": -2, "migration": -1,
-    "web": 0, "worker": 0, "scheduler": 0, "backup": 0, "monitoring": 0, "edge": 1,
-}
-
 
 class Stack:
     """What every component of one environment needs to know."""
@@ -119,7 +112,6 @@ class StackChart(cdk8s.Chart):
 
         stack.network.render(self, config_identity, stack.namespace)
         stack.secrets.render(self, config_identity, stack.namespace)
-        apply_sync_waves(self)
 
     def _scrape_targets(self) -> list[ScrapeTarget]:
         """What Prometheus scrapes; Monitoring adds its Celery exporter itself.
@@ -145,9 +137,3 @@ class StackChart(cdk8s.Chart):
         network.allow(peer, self.redis.peer, Redis.PORT, reason="Celery broker and results, cache")
         network.allow(peer, self.object_store.peer, self.object_store.port, reason="uploaded files (S3)")
 
-
-def apply_sync_waves(chart: cdk8s.Chart) -> None:
-    """Annotate every object with its Argo CD sync wave (by component label)."""
-    for api_object in (node for node in chart.node.find_all() if isinstance(node, cdk8s.ApiObject)):
-        component = api_object.metadata.get_label("app.kubernetes.io/component") or "config"
-        api_object.metadata.add_annotation("argocd.argoproj.io/sync-wave", str(SYNC_WAVES.get(component, 0)))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from constructs import Construct
 
 from charts.config import Resources
-from charts.labels import Identity, metadata
+from charts.labels import Identity, metadata, named_port, number, quantity
 from charts.network import Peer, pods
 from imports import k8s
 
@@ -52,7 +52,7 @@ class Probe:
             raise ValueError("Probe: http_path and tcp probes need a port")
 
     def render(self) -> k8s.Probe:
-        port = k8s.IntOrString.from_number(self.port or 0)
+        port = number(self.port or 0)
         return k8s.Probe(
             http_get=k8s.HttpGetAction(path=self.http_path, port=port) if self.http_path is not None else None,
             exec=k8s.ExecAction(command=list(self.command)) if self.command is not None else None,
@@ -130,10 +130,10 @@ def render_container(container: Container) -> k8s.Container:
             sleep=k8s.SleepAction(seconds=container.pre_stop_sleep_seconds)))
         if container.pre_stop_sleep_seconds else None,
         resources=k8s.ResourceRequirements(
-            requests={"cpu": k8s.Quantity.from_string(limits.cpu),
-                      "memory": k8s.Quantity.from_string(limits.memory)},
-            limits={"cpu": k8s.Quantity.from_string(limits.cpu_limit),
-                    "memory": k8s.Quantity.from_string(limits.memory_limit)},
+            requests={"cpu": quantity(limits.cpu),
+                      "memory": quantity(limits.memory)},
+            limits={"cpu": quantity(limits.cpu_limit),
+                    "memory": quantity(limits.memory_limit)},
         ),
         security_context=k8s.SecurityContext(
             allow_privilege_escalation=False,
@@ -212,10 +212,10 @@ class Workload(Construct):
                 containers=[render_container(c) for c in containers],
                 volumes=[
                     *(k8s.Volume(name=_volume_name(p), empty_dir=k8s.EmptyDirVolumeSource(
-                        size_limit=k8s.Quantity.from_string(scratch_size)))
+                        size_limit=quantity(scratch_size)))
                       for p in writable),
                     *(k8s.Volume(name=_volume_name(p), empty_dir=k8s.EmptyDirVolumeSource(
-                        medium="Memory", size_limit=k8s.Quantity.from_string(scratch_size)))
+                        medium="Memory", size_limit=quantity(scratch_size)))
                       for p in in_memory),
                     *volumes,
                 ] or None,
@@ -233,7 +233,7 @@ class Workload(Construct):
                     cluster_ip="None" if headless_service else None,
                     selector=self.identity.selector(),
                     ports=[k8s.ServicePort(name=p.name, port=p.port,
-                                           target_port=k8s.IntOrString.from_string(p.name), protocol="TCP")
+                                           target_port=named_port(p.name), protocol="TCP")
                            for p in served],
                 ),
             )
@@ -295,7 +295,7 @@ class StatefulSet(Workload):
                             access_modes=["ReadWriteOnce"],
                             storage_class_name=storage_class,
                             resources=k8s.VolumeResourceRequirements(
-                                requests={"storage": k8s.Quantity.from_string(size)}),
+                                requests={"storage": quantity(size)}),
                         ),
                     )
                     for claim, size, storage_class in volume_claims
@@ -367,4 +367,4 @@ def _job_spec(settings: JobSettings, template: k8s.PodTemplateSpec) -> k8s.JobSp
 
 
 def _int_or_string(value: int | str) -> k8s.IntOrString:
-    return k8s.IntOrString.from_number(value) if isinstance(value, int) else k8s.IntOrString.from_string(value)
+    return number(value) if isinstance(value, int) else named_port(value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from charts.stack import SYNC_WAVES
+from charts.labels import SYNC_WAVES
 from tests.support.manifests import ENVS, of_kind, one, pod_templates
 from tests.support.render import render_with
 
