@@ -3,6 +3,7 @@ and the on-demand superuser Job. All run the API image with other commands."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -30,10 +31,15 @@ LIVENESS = ["python", "-m", "config.liveness"]
 BEAT_SCHEDULE = "/tmp/celerybeat-schedule"
 
 
-def release_suffix(tag: str) -> str:
-    """A DNS-safe suffix from the image tag, so each release gets a new Job name."""
-    suffix = re.sub(r"[^a-z0-9-]+", "-", tag.lower()).strip("-")[:40].strip("-")
-    return suffix or "unversioned"
+def release_suffix(tag: str, profile: object) -> str:
+    """A DNS-safe Job name suffix: the image tag plus a short hash of the
+    profile. A Job's pod template is immutable, so any change that could
+    alter it (a new tag, a setting) must give the Job a new name, or a plain
+    `kubectl apply` fails until the old Job's TTL has passed. The Jobs are
+    idempotent (migrate, ensure-bucket), so running one again is harmless."""
+    tag_part = re.sub(r"[^a-z0-9-]+", "-", tag.lower()).strip("-")[:36].strip("-") or "unversioned"
+    digest = hashlib.sha256(repr(profile).encode()).hexdigest()[:6]
+    return f"{tag_part}-{digest}"
 
 
 class Worker(Construct):
@@ -112,16 +118,21 @@ class Beat(Construct):
         self.workload = StatefulSet(
             self, "workload", stack=stack, name="beat", component="scheduler", version=image.tag,
             containers=[container], replicas=1, termination_grace_seconds=30,
+            # beat runs the app image, which changes every release: a broken
+            # release must not leave beat-0 stuck on it (OrderedReady would wait
+            # for the crash-looping pod). One replica still means one pod name.
+            parallel=True,
         )
         self.peer = self.workload.peer
 
 
 class Migration(Construct):
-    """`manage.py migrate` once per release.
+    """`manage.py migrate` once per release (and per profile change).
 
-    The Job is named after the image tag: plain `kubectl apply` creates a new
-    Job for a new release instead of failing on the old one's immutable
-    template, and the finished Job is deleted after a day. Under Argo CD it is
+    The Job is named after the image tag and a hash of the profile: plain
+    `kubectl apply` creates a new Job for a new release or setting instead of
+    failing on the old one's immutable template, and the finished Job is
+    deleted after a day. Under Argo CD it is
     a Sync hook (see ARGO_SYNC_HOOK), ordered by its sync wave after the data
     services and before the API and workers.
     """
@@ -136,7 +147,7 @@ class Migration(Construct):
             env=list(app_env),
             resources=stack.profile.api.resources,
         )
-        self.job_name = f"migrate-{release_suffix(image.tag)}"
+        self.job_name = f"migrate-{release_suffix(image.tag, stack.profile)}"
         self.workload = Job(
             self, "workload", stack=stack, name="migrate", component="migration", version=image.tag,
             containers=[container], job_name=self.job_name, annotations=ARGO_SYNC_HOOK,

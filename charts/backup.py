@@ -55,7 +55,8 @@ class Backups(Construct):
 
         self.ensure_bucket = Job(
             self, "ensure-bucket", stack=stack, name="ensure-bucket", component="object-store",
-            version=config.image.tag, job_name=f"ensure-bucket-{release_suffix(config.image.tag)}", uid=BACKUP_UID,
+            version=config.image.tag, uid=BACKUP_UID,
+            job_name=f"ensure-bucket-{release_suffix(config.image.tag, stack.profile)}",
             annotations=ARGO_SYNC_HOOK,
             containers=[self._container("ensure-bucket", [f"{SCRIPTS}/ensure-bucket", object_store.config.bucket,
                                                            config.bucket], object_store.client_env())],

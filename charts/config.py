@@ -182,9 +182,10 @@ class PostgresConfig:
     storage: Storage = field(default_factory=lambda: Storage(size="10Gi"))
     resources: Resources = field(default_factory=lambda: resources("250m", "512Mi", "2", "1Gi"))
     max_connections: int = check(between(20, 5000), default=100)
-    # Off where a single node must stay drainable (dev); on elsewhere, so a
-    # drain waits for a deliberate database maintenance window.
-    disruption_budget: bool = True
+    # A PDB on the single Postgres pod blocks every voluntary eviction: node
+    # drains, autoscaler scale-down and managed upgrades stall or fail. Off by
+    # default; turn it on only with a planned maintenance procedure.
+    disruption_budget: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -405,6 +406,9 @@ class EdgeConfig:
 class NetworkConfig:
     dns_namespace: str = check(dns_label, default="kube-system")
     dns_pod_labels: Mapping[str, str] = field(default_factory=lambda: frozen_map(**{"k8s-app": "kube-dns"}))
+    # DNS servers outside the kube-dns pods, e.g. NodeLocal DNSCache
+    # ["169.254.20.10/32"] or GKE Cloud DNS ["169.254.169.254/32"].
+    dns_cidrs: tuple[str, ...] = ()
     # Let the API and workers call HTTPS services on the internet (e.g. the
     # Google Analytics API with GA_SVC_JSON_BASE64). Off: nothing leaves.
     app_internet_egress: bool = False

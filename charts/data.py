@@ -159,7 +159,7 @@ class Redis(Construct):
             name="redis",
             image=config.image.ref,
             # The password goes into a file in /tmp, not onto the command line.
-            command=["sh", "-c", 'printf "include /etc/valkey/valkey.conf\\nrequirepass %s\\n" "$REDIS_PASSWORD" '
+            command=["sh", "-c", 'printf "include /etc/valkey/valkey.conf\\nrequirepass \\"%s\\"\\n" "$REDIS_PASSWORD" '
                                  '> /tmp/valkey.conf && exec valkey-server /tmp/valkey.conf'],
             env=[stack.secrets.env("REDIS_PASSWORD")],
             ports=[Port(name="redis", port=self.PORT)],
@@ -215,8 +215,10 @@ class ServerPreset:
 SERVERS = {
     # SeaweedFS all-in-one (master, volume, filer, S3 gateway) in one process.
     "seaweedfs": ServerPreset(
-        command=("weed", "server", "-dir=/data", "-ip.bind=0.0.0.0", "-s3", "-s3.port=9000",
-                 "-metricsPort=9327", "-master.volumeSizeLimitMB=1024"),
+        # -volume.max=0 sizes the volume count to the disk (the default of 8
+        # volumes would cap the store at 8 GiB); logs go to stderr, not /tmp.
+        command=("weed", "-logtostderr=true", "server", "-dir=/data", "-ip.bind=0.0.0.0", "-s3", "-s3.port=9000",
+                 "-metricsPort=9327", "-master.volumeSizeLimitMB=1024", "-volume.max=0"),
         credentials=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
         extra_env=(),
         metrics_port=9327, metrics_path="/metrics", console_port=None, data_path="/data"),

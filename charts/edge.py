@@ -72,6 +72,11 @@ class Edge(Construct):
 
         if config.controller == "nginx-inc":
             annotations.update(self._nginx_inc_annotations(config))
+            if issuer_name:
+                # The F5 controller serves one Ingress per host (the oldest wins), so
+                # cert-manager's separate solver Ingress would be rejected; let it
+                # add the challenge path to this Ingress instead.
+                annotations["acme.cert-manager.io/http01-edit-in-place"] = "true"
         elif config.controller == "ingress-nginx-legacy":
             annotations.update(self._ingress_nginx_annotations(config))
         else:

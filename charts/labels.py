@@ -8,6 +8,7 @@ new image version never changes an immutable selector.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,6 +28,15 @@ SYNC_WAVES = {
 
 def annotations_for(identity: Identity, extra: Mapping[str, str] | None) -> dict[str, str]:
     return {SYNC_WAVE: str(SYNC_WAVES.get(identity.component, 0)), **(extra or {})}
+
+
+def label_value(text: str) -> str:
+    """A valid label value (<= 63 characters of [A-Za-z0-9_.-], alphanumeric at
+    both ends) for an image tag: a digest becomes sha256-<first 12 hex>."""
+    if text.startswith("sha256:"):
+        text = "sha256-" + text.removeprefix("sha256:")[:12]
+    text = re.sub(r"[^A-Za-z0-9_.-]", "-", text)[:63]
+    return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", text) or "unversioned"
 
 
 # Quantity and IntOrString are jsii objects: each construction is a round trip
@@ -67,7 +77,7 @@ class Identity:
         return {
             **self.selector(),
             "app.kubernetes.io/part-of": self.part_of,
-            "app.kubernetes.io/version": self.version,
+            "app.kubernetes.io/version": label_value(self.version),
             "app.kubernetes.io/managed-by": MANAGED_BY,
         }
 

@@ -315,7 +315,7 @@ def _postgres(s: str, t: AlertSettings) -> list[Alert]:
             summary="Postgres databases use {{ $value | humanize1024 }}B of the data volume",
             description=f"The databases exceed {t.database_volume_ratio:.0%} of the {t.database_volume_size} "
                         "volume. WAL and other files are not counted (kubelet volume stats are not "
-                        "scraped without cluster RBAC): grow postgres.storage.size now."))
+                        "scraped without cluster RBAC): grow the volume (README: Growing a volume)."))
     return alerts
 
 

@@ -80,8 +80,9 @@ class Connection:
 class Network:
     """The connection table of one namespace."""
 
-    def __init__(self, *, dns: Peer, dns_port: int = 53) -> None:
+    def __init__(self, *, dns: Peer, dns_cidrs: tuple[str, ...] = (), dns_port: int = 53) -> None:
         self.dns = dns
+        self.dns_cidrs = dns_cidrs
         self.dns_port = dns_port
         self._connections: list[Connection] = []
 
@@ -110,7 +111,10 @@ class Network:
                      for p in ("UDP", "TCP")]
         policy("allow-dns-egress", k8s.NetworkPolicySpec(
             pod_selector=k8s.LabelSelector(), policy_types=["Egress"],
-            egress=[k8s.NetworkPolicyEgressRule(to=[self.dns.policy_peer()], ports=dns_ports)]))
+            egress=[k8s.NetworkPolicyEgressRule(
+                to=[self.dns.policy_peer(), *(external(cidr, key=f"dns:{cidr}").policy_peer()
+                                              for cidr in self.dns_cidrs)],
+                ports=dns_ports)]))
 
         inbound: dict[Peer, list[Connection]] = defaultdict(list)
         outbound: dict[Peer, list[Connection]] = defaultdict(list)

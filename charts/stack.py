@@ -36,7 +36,7 @@ class Stack:
         # The release version labels config objects; workloads use their image tag.
         self.version = profile.api.image.tag or "unversioned"
         self.network = Network(dns=pods_in(profile.network.dns_namespace, profile.network.dns_pod_labels,
-                                           key="dns"))
+                                           key="dns"), dns_cidrs=profile.network.dns_cidrs)
         self.secrets = SecretRefs(profile.secrets)
 
     def identity(self, name: str, component: str, version: str | None = None) -> Identity:

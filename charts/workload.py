@@ -273,8 +273,10 @@ class Deployment(Workload):
 class StatefulSet(Workload):
     def __init__(self, scope: Construct, id: str, *, replicas: int,
                  volume_claims: Sequence[tuple[str, str, str | None]] = (),
-                 **workload: object) -> None:
-        """`volume_claims`: (name, size, storage class or None for the default)."""
+                 parallel: bool = False, **workload: object) -> None:
+        """`volume_claims`: (name, size, storage class or None for the default).
+        `parallel`: Parallel pod management, so a crash-looping pod does not stop
+        the controller from rolling out a fixed template (OrderedReady waits)."""
         super().__init__(scope, id, headless_service=True, **workload)  # type: ignore[arg-type]
         self.statefulset = k8s.KubeStatefulSet(
             self, "statefulset",
@@ -282,6 +284,7 @@ class StatefulSet(Workload):
             spec=k8s.StatefulSetSpec(
                 replicas=replicas,
                 service_name=self.name,
+                pod_management_policy="Parallel" if parallel else "OrderedReady",
                 revision_history_limit=5,
                 selector=k8s.LabelSelector(match_labels=self.identity.selector()),
                 template=self.pod_template,

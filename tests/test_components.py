@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from charts.labels import SYNC_WAVES
@@ -49,18 +51,32 @@ def test_prod_worker_has_a_disruption_budget():
     assert "worker-default" in names
 
 
-def test_single_replicas_get_no_blocking_budget(manifests):
-    names = {p["metadata"]["name"] for p in of_kind(manifests["dev"], "PodDisruptionBudget")}
-    assert not names & {"api", "worker-default", "postgres"}, f"dev PDBs would block drains: {names}"
+@pytest.mark.parametrize("env", ENVS)
+def test_no_budget_blocks_a_node_drain(manifests, env):
+    """A PDB that allows no disruption of any pod would stall drains and upgrades."""
+    workloads = {o["metadata"]["name"]: o for o in manifests[env] if o["kind"] in ("Deployment", "StatefulSet")}
+    for pdb in of_kind(manifests[env], "PodDisruptionBudget"):
+        name = pdb["metadata"]["name"]
+        replicas = workloads[name]["spec"].get("replicas")
+        if replicas is None:  # an HPA owns it: use its minimum
+            (hpa,) = [h for h in of_kind(manifests[env], "HorizontalPodAutoscaler")
+                      if h["spec"]["scaleTargetRef"]["name"] == name]
+            replicas = hpa["spec"]["minReplicas"]
+        spec = pdb["spec"]
+        allowed = spec["maxUnavailable"] if "maxUnavailable" in spec else replicas - spec["minAvailable"]
+        assert allowed >= 1 and replicas >= 2, f"{env}: PDB {name} allows {allowed} of {replicas} to go"
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_beat_never_runs_twice(manifests, env):
     assert not [d for d in of_kind(manifests[env], "Deployment") if d["metadata"]["name"] == "beat"]
     beat = one(manifests[env], "StatefulSet", "beat")
-    assert beat["spec"]["replicas"] == 1
-    assert beat["spec"].get("podManagementPolicy", "OrderedReady") == "OrderedReady"
+    assert beat["spec"]["replicas"] == 1, "one pod name, beat-0: a replacement waits for the old pod to go"
     assert beat["spec"]["updateStrategy"]["type"] == "RollingUpdate"
+    # Parallel: a crash-looping beat-0 from a bad release still gets the fixed template.
+    assert beat["spec"]["podManagementPolicy"] == "Parallel"
+    assert not [h for h in of_kind(manifests[env], "HorizontalPodAutoscaler")
+                if h["spec"]["scaleTargetRef"]["name"] == "beat"], "nothing may scale beat"
     c = container(beat, "beat")
     assert c["command"][:4] == ["celery", "--app=config", "--quiet", "beat"]
     assert "livenessProbe" in c
@@ -92,7 +108,7 @@ def test_one_deployment_per_worker_group():
 def test_migration_job_per_release_and_argo_hook(manifests, stacks, env):
     (job,) = [j for j in of_kind(manifests[env], "Job") if j["metadata"]["name"].startswith("migrate-")]
     tag = stacks[env].profile.api.image.tag
-    assert job["metadata"]["name"] == f"migrate-{tag.replace('.', '-')}"
+    assert re.fullmatch(rf"migrate-{tag.replace('.', '-')}-[0-9a-f]{{6}}", job["metadata"]["name"])
     annotations = job["metadata"]["annotations"]
     assert annotations["argocd.argoproj.io/hook"] == "Sync"
     assert annotations["argocd.argoproj.io/hook-delete-policy"] == "BeforeHookCreation"
@@ -100,10 +116,23 @@ def test_migration_job_per_release_and_argo_hook(manifests, stacks, env):
     assert container(job, "migrate")["command"] == ["python", "manage.py", "migrate", "--noinput"]
 
 
-def test_a_new_release_renames_the_migration_job():
-    _stack, objects = render_with("prod", {"api": {"image": {"tag": "0.2.0"}}})
-    assert [j["metadata"]["name"] for j in of_kind(objects, "Job") if j["metadata"]["name"].startswith("migrate")] \
-        == ["migrate-0-2-0"]
+def job_names(objects: list[dict]) -> set[str]:
+    return {j["metadata"]["name"] for j in of_kind(objects, "Job")}
+
+
+def test_one_shot_jobs_get_a_new_name_whenever_their_template_can_change(manifests):
+    """A Job's pod template is immutable: `kubectl apply` of a changed template
+    under the same name fails, so a new tag or any setting renames the Jobs."""
+    before = job_names(manifests["prod"])
+    assert {n.split("-")[0] for n in before} == {"migrate", "ensure"}
+    _stack, release = render_with("prod", {"api": {"image": {"tag": "0.2.0"}}})
+    assert any(n.startswith("migrate-0-2-0-") for n in job_names(release))
+    for change in ({"edge": {"body_size": "20m"}}, {"object_store": {"bucket": "krvibe-files"}},
+                   {"api": {"resources": {"cpu": "300m", "memory": "512Mi", "cpu_limit": "2", "memory_limit": "1Gi"}}}):
+        _stack, objects = render_with("prod", change)
+        assert not job_names(objects) & before, f"{change} keeps a Job name with a changed template"
+    _stack, same = render_with("prod", {})
+    assert job_names(same) == before, "an unchanged profile must keep the names (no needless re-runs)"
 
 
 @pytest.mark.parametrize("env", ENVS)

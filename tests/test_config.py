@@ -133,3 +133,15 @@ def test_one_bad_env_stops_all_writes(workspace):
     result = run_main("--env-dir", str(env_dir), "--out", str(out))
     assert result.returncode == 2
     assert tree_digest(out) == before
+
+
+def test_digest_pinned_images_render_valid_labels():
+    from tests.support.manifests import label_problems
+    from tests.support.render import render_with
+    digest = "sha256:" + "0123456789abcdef" * 4
+    _stack, objects = render_with("prod", {"api": {"image": {"tag": digest}}})
+    api = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "api")
+    assert api["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@" + digest)
+    for obj in objects:
+        assert not label_problems(obj["metadata"].get("labels", {})), obj["metadata"]["name"]
+    assert api["metadata"]["labels"]["app.kubernetes.io/version"] == "sha256-0123456789ab"

@@ -54,6 +54,9 @@ def test_acme_issuer_per_env(manifests, stacks, env, server):
     assert acme["solvers"][0]["http01"]["ingress"]["ingressClassName"] == "nginx"
     annotations = one(manifests[env], "Ingress", "public")["metadata"]["annotations"]
     assert annotations["cert-manager.io/cluster-issuer"] == issuer["metadata"]["name"]
+    # The F5 controller serves one Ingress per host: the challenge path must be
+    # added to this Ingress, not to a second one cert-manager would create.
+    assert annotations["acme.cert-manager.io/http01-edit-in-place"] == "true"
 
 
 def test_dev_uses_a_local_ca_and_no_issuer(manifests):

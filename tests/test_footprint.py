@@ -30,10 +30,8 @@ def test_dev_budget_counts_every_pod_including_monitoring(manifests, stacks) -> 
     rendered = {(o["kind"], o["metadata"]["name"]) for o in manifests["dev"] if o["kind"] in pod_kinds}
     assert {(r.kind, r.name) for r in found} == rendered, "every pod template must be counted"
     if stacks["dev"].profile.monitoring.mode == "bundled":
-        if not any(r.component == "monitoring" for r in found):
-            pytest.skip("monitoring.mode is bundled but nothing is rendered for it yet (charts/stack.py does not "
-                        "build charts/monitoring.py); the budget cannot include it until it does")
-        assert any(r.component == "monitoring" and r.kind in ("Deployment", "StatefulSet") for r in found)
+        assert any(r.component == "monitoring" and r.kind in ("Deployment", "StatefulSet") for r in found), \
+            "monitoring.mode is bundled but no monitoring workload is counted"
 
 
 def container(cpu: str, memory: str, **extra: object) -> dict:

@@ -126,8 +126,10 @@ def declared(stack: Any, endpoints: list[Endpoint]) -> set[Edge]:
     edges = {(key_of(c.source), key_of(c.target), c.port, c.protocol) for c in stack.network.connections}
     # Every pod in the namespace, ours or cert-manager's solver, may resolve names.
     ours = [e for e in endpoints if e.namespace == stack.namespace]
+    dns_servers = ["dns", *(f"cidr:{cidr}" for cidr in stack.network.dns_cidrs)]
     for endpoint in ours:
-        edges |= {(endpoint.key, "dns", stack.network.dns_port, protocol) for protocol in ("UDP", "TCP")}
+        edges |= {(endpoint.key, server, stack.network.dns_port, protocol)
+                  for server in dns_servers for protocol in ("UDP", "TCP")}
     return edges
 
 
@@ -180,7 +182,8 @@ def test_the_check_sees_a_policy_without_ports(manifests, stacks):
     {"monitoring": {"mode": "operator"}},
     {"object_store": {"mode": "external", "external_endpoint": "https://s3.example.net"},
      "backups": {"offsite": {"enabled": True}}, "network": {"app_internet_egress": True}},
-], ids=["operator-monitoring", "external-s3-offsite-internet"])
+    {"network": {"dns_cidrs": ["169.254.20.10/32"]}},
+], ids=["operator-monitoring", "external-s3-offsite-internet", "node-local-dns"])
 def test_switched_on_features_keep_policies_exact(overrides):
     """The same equality for profile switches the committed envs leave off."""
     from tests.support.render import render_with

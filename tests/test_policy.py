@@ -11,9 +11,11 @@ import re
 import pytest
 
 from tests.support.manifests import (
+    DNS_SUBDOMAIN,
     ENVS,
     RECOMMENDED_LABELS,
     SELECTOR_LABELS,
+    label_problems,
     name_of,
     of_kind,
     pod_templates,
@@ -176,3 +178,36 @@ def test_every_pod_is_covered_by_default_deny(manifests, env):
             and not p["spec"].get("ingress") and not p["spec"].get("egress")]
     assert deny, f"{env}: no default-deny NetworkPolicy"
     assert pod_templates(manifests[env]), "nothing to cover"
+
+
+def test_names_and_labels_are_valid_kubernetes_syntax(manifests, env):
+    """JSON schemas do not check these; the API server does, at apply time."""
+    for obj in manifests[env]:
+        name = obj["metadata"]["name"]
+        assert DNS_SUBDOMAIN.match(name) and len(name) <= 253, f"{name_of(obj)}: bad name"
+        if obj["kind"] in ("Service", "Namespace", "Job", "CronJob", "StatefulSet"):
+            # These names become DNS labels or pod labels: 63 characters at most
+            # (52 for a CronJob, whose Jobs get a suffix).
+            assert len(name) <= (52 if obj["kind"] == "CronJob" else 63), f"{name_of(obj)}: name too long"
+        problems = label_problems(obj["metadata"].get("labels", {}))
+        assert not problems, (name_of(obj), problems)
+    for pod in pod_templates(manifests[env]):
+        assert not label_problems(pod.labels), (pod.where, label_problems(pod.labels))
+
+
+def test_label_check_rejects_a_digest_as_value():
+    assert label_problems({"app.kubernetes.io/version": "sha256:" + "a" * 64})
+
+
+def test_variables_from_the_secret_never_get_literal_values(manifests, env):
+    """A name that is filled from the Secret anywhere must never carry a value."""
+    from_secret, literal = set(), {}
+    for pod in pod_templates(manifests[env]):
+        for container in pod.containers():
+            for var in container.get("env", []):
+                if "secretKeyRef" in var.get("valueFrom", {}):
+                    from_secret.add(var["name"])
+                elif "value" in var:
+                    literal.setdefault(var["name"], pod.where)
+    leaked = {name: where for name, where in literal.items() if name in from_secret}
+    assert not leaked, f"{env}: secret variables with literal values: {leaked}"

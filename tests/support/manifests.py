@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,3 +83,19 @@ def tree_digest(directory: Path) -> dict[str, bytes]:
     if not directory.exists():
         return {}
     return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+LABEL_KEY_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+
+
+def label_problems(labels: dict[str, str]) -> list[str]:
+    problems = []
+    for key, value in labels.items():
+        prefix, _, name = key.rpartition("/")
+        if not (LABEL_KEY_NAME.match(name) and len(name) <= 63) or (prefix and not DNS_SUBDOMAIN.match(prefix)):
+            problems.append(f"bad label key {key!r}")
+        if len(value) > 63 or not LABEL_VALUE.match(value):
+            problems.append(f"bad label value {key}={value!r}")
+    return problems
