@@ -45,7 +45,7 @@ def postgres_settings(config: PostgresConfig) -> dict[str, str]:
         "work_mem": f"{max(1, limit_mb // 4 // config.max_connections)}MB",
         "maintenance_work_mem": f"{max(16, min(1024, limit_mb // 16))}MB",
         "wal_buffers": "16MB" if limit_mb >= 1024 else "-1",
-        "log_min_duration_statement": "1000",
+        "log_min_duration_statement": "1s",
         "log_line_prefix": "%m [%p] %q%u@%d ",
     }
 

@@ -4,6 +4,7 @@ declared connection table exactly: no missing and no extra edge."""
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,3 +193,84 @@ def test_switched_on_features_keep_policies_exact(overrides):
     computed = allowed(objects, endpoints, stack.namespace)
     expected = declared(stack, endpoints)
     assert computed == expected, f"missing {sorted(expected - computed)}; extra {sorted(computed - expected)}"
+
+
+def configured_connections(objects: list[dict[str, Any]], namespace: str) -> set[tuple[str, str, int]]:
+    """(source pod, target host, port) for every address a container is
+    configured to reach, read from its env: URLs and PGHOST/PGPORT."""
+    found = set()
+    for pod in pod_templates(objects):
+        source = pod.labels["app.kubernetes.io/name"]
+        for container in pod.containers():
+            env = {v["name"]: v.get("value", "") for v in container.get("env", [])}
+            for name, value in env.items():
+                match = re.match(r"^(\w+)://(?:[^@/]*@)?([^:/]+)(?::(\d+))?", value)
+                if match and name.endswith(("_URL", "_ENDPOINT", "_URI")) and "://" in value:
+                    scheme, host, port = match.groups()
+                    default = {"https": 443, "http": 80, "redis": 6379, "postgres": 5432}.get(scheme)
+                    if host in ("127.0.0.1", "localhost"):
+                        continue  # loopback inside the pod: no NetworkPolicy applies
+                    found.add((source, host, int(port) if port else default))
+            if "PGHOST" in env:
+                found.add((source, env["PGHOST"], int(env.get("PGPORT", 5432))))
+    return found
+
+
+def resolve(objects: list[dict[str, Any]], host: str, port: int) -> tuple[str, int] | None:
+    """The pod (by name label) and container port behind a Service host:port."""
+    service_name = host.split(".")[0]
+    services = [s for s in of_kind(objects, "Service") if s["metadata"]["name"] == service_name]
+    if not services:
+        return None
+    (service,) = services
+    (service_port,) = [p for p in service["spec"]["ports"] if p["port"] == port]
+    for pod in pod_templates(objects):
+        if service["spec"]["selector"].items() <= pod.labels.items():
+            for container in pod.spec["containers"]:
+                for p in container.get("ports", []):
+                    if service_port["targetPort"] in (p.get("name"), p["containerPort"]):
+                        return pod.labels["app.kubernetes.io/name"], p["containerPort"]
+    raise AssertionError(f"Service {service_name}:{port} reaches no container port")
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_every_configured_address_is_allowed_by_the_policies(manifests, stacks, env):
+    """Independent of the connection table: what the containers are told to
+    connect to (from their env) must be reachable through the rendered policies."""
+    objects, stack = manifests[env], stacks[env]
+    endpoints = universe(objects, stack.profile)
+    edges = allowed(objects, endpoints, stack.namespace)
+    wanted = configured_connections(objects, stack.namespace)
+    assert wanted, f"{env}: no configured connections found (the parser is broken)"
+    blocked = []
+    for source, host, port in sorted(wanted):
+        target = resolve(objects, host, port)
+        if target is None:  # off-cluster: needs an ipBlock egress on that port
+            if not any(e[0] == source and e[1].startswith("cidr:") and e[2] == port for e in edges):
+                blocked.append(f"{source} -> {host}:{port} (off-cluster)")
+        elif (source, target[0], target[1], "TCP") not in edges:
+            blocked.append(f"{source} -> {host}:{port} ({target[0]}:{target[1]})")
+    assert not blocked, f"{env}: configured but blocked: {blocked}"
+
+
+def test_configured_address_check_sees_a_missing_rule(manifests, stacks):
+    objects = [o for o in copy.deepcopy(manifests["prod"]) if o["metadata"]["name"] != "postgres-ingress"]
+    stack = stacks["prod"]
+    edges = allowed(objects, universe(objects, stack.profile), stack.namespace)
+    target = resolve(objects, "postgres", 5432)
+    assert target == ("postgres", 5432)
+    assert ("api", "postgres", 5432, "TCP") not in edges
+
+
+def test_configured_addresses_with_external_s3_and_offsite_copy():
+    from tests.support.render import render_with
+    stack, objects = render_with("prod", {
+        "object_store": {"mode": "external", "external_endpoint": "https://s3.eu-west-1.amazonaws.com"},
+        "backups": {"offsite": {"enabled": True, "endpoint": "https://s3.example.net:8443"}}})
+    edges = allowed(objects, universe(objects, stack.profile), stack.namespace)
+    wanted = configured_connections(objects, stack.namespace)
+    assert ("minio-mirror", "s3.example.net", 8443) in wanted and ("api", "s3.eu-west-1.amazonaws.com", 443) in wanted
+    for source, host, port in wanted:
+        if resolve(objects, host, port) is None:
+            assert any(e[0] == source and e[1].startswith("cidr:") and e[2] == port for e in edges), \
+                f"{source} -> {host}:{port} is blocked"
