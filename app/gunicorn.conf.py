@@ -14,6 +14,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from config.logs import logging_config
+
 
 def _int(name: str, default: int) -> int:
     value = os.environ.get(name, "").strip()
@@ -51,27 +53,15 @@ control_socket_disable = True
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
-logconfig_dict: dict[str, Any] = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"mask": {"()": "config.logs.PersonalDataFilter"}},
-    "formatters": {"json": {"()": "config.logs.JsonFormatter"}},
-    "handlers": {
-        "stdout": {
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
-            "formatter": "json",
-            "filters": ["mask"],
-        },
-    },
-    "root": {"level": "INFO", "handlers": ["stdout"]},
-    "loggers": {
+logconfig_dict: dict[str, Any] = logging_config(
+    "INFO",
+    {
         "gunicorn.error": {"level": "INFO", "handlers": ["stdout"], "propagate": False},
         # Django logs each request with its route pattern (config.middleware);
         # a second, path-based access line per request adds only volume.
         "gunicorn.access": {"level": "WARNING", "handlers": [], "propagate": False},
     },
-}
+)
 
 
 def on_starting(server: Any) -> None:

@@ -155,3 +155,29 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             payload["stack_info"] = record.stack_info
         return json.dumps(payload, default=str, ensure_ascii=False)
+
+
+def logging_config(level: str, loggers: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """dictConfig for JSON lines on stdout with personal data masked.
+
+    Django (settings) and gunicorn's master (gunicorn.conf.py) configure
+    logging separately; both use this, with their own logger overrides.
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"mask_personal_data": {"()": "config.logs.PersonalDataFilter"}},
+        "formatters": {"json": {"()": "config.logs.JsonFormatter"}},
+        "handlers": {
+            "stdout": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stdout",
+                "formatter": "json",
+                # On the handler, not a logger: it then sees every record that
+                # reaches stdout, including ones propagated from libraries.
+                "filters": ["mask_personal_data"],
+            },
+        },
+        "root": {"handlers": ["stdout"], "level": level},
+        "loggers": {name: dict(settings) for name, settings in loggers.items()},
+    }

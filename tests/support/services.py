@@ -31,10 +31,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 LOOPBACK = "127.0.0.1"
@@ -367,25 +367,36 @@ class RedisServer:
         return self.process is not None and self.process.poll() is None
 
 
+ServerT = TypeVar("ServerT", "RedisServer", "S3Server")
+
+
+@contextlib.contextmanager
+def _running(make: Callable[[int], ServerT]) -> Iterator[ServerT]:
+    """Start a server on a free port and stop it afterwards. Another process
+    may take the port between the probe and the bind, so retry twice."""
+    for attempt in range(3):
+        server = make(free_port())
+        try:
+            server.start()
+            break
+        except ServiceStartError:
+            server.stop()
+            if attempt == 2:
+                raise
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @contextlib.contextmanager
 def redis_server() -> Iterator[RedisServer]:
     binary = find_redis_server()
     base_dir = make_temp_dir("redistest-")
-    server: RedisServer | None = None
     try:
-        for attempt in range(3):
-            server = RedisServer(binary=binary, base_dir=base_dir, port=free_port())
-            try:
-                server.start()
-                break
-            except ServiceStartError:
-                if attempt == 2:
-                    raise
-        assert server is not None
-        yield server
+        with _running(lambda port: RedisServer(binary=binary, base_dir=base_dir, port=port)) as server:
+            yield server
     finally:
-        if server is not None:
-            server.stop()
         shutil.rmtree(base_dir, ignore_errors=True)
 
 
@@ -493,19 +504,8 @@ class S3Server:
 def s3_server() -> Iterator[S3Server]:
     command = find_moto_server()
     base_dir = make_temp_dir("s3test-")
-    server: S3Server | None = None
     try:
-        for attempt in range(3):
-            server = S3Server(command=command, base_dir=base_dir, port=free_port())
-            try:
-                server.start()
-                break
-            except ServiceStartError:
-                if attempt == 2:
-                    raise
-        assert server is not None
-        yield server
+        with _running(lambda port: S3Server(command=command, base_dir=base_dir, port=port)) as server:
+            yield server
     finally:
-        if server is not None:
-            server.stop()
         shutil.rmtree(base_dir, ignore_errors=True)

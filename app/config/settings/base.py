@@ -11,6 +11,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from config import env
+from config.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -189,23 +190,9 @@ if CELERY_VISIBILITY_TIMEOUT <= CELERY_TASK_TIME_LIMIT:
     )
 
 LOG_LEVEL = env.optional("LOG_LEVEL", "INFO").upper()
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"mask_personal_data": {"()": "config.logs.PersonalDataFilter"}},
-    "formatters": {"json": {"()": "config.logs.JsonFormatter"}},
-    "handlers": {
-        "stdout": {
-            "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
-            "formatter": "json",
-            # On the handler, not a logger: it then sees every record that
-            # reaches stdout, including ones propagated from libraries.
-            "filters": ["mask_personal_data"],
-        },
-    },
-    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
-    "loggers": {
+LOGGING = logging_config(
+    LOG_LEVEL,
+    {
         # Replace Django's default handlers (plain text on stderr, mail to
         # admins) so every line goes through the JSON handler once.
         "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
@@ -216,4 +203,4 @@ LOGGING = {
         "botocore": {"level": "WARNING"},
         "urllib3": {"level": "WARNING"},
     },
-}
+)
