@@ -1,5 +1,7 @@
 # Everyday tasks. `make help` lists them. ENV selects the environment (dev).
 ENV ?= dev
+# kubectl refuses to follow more log streams than this (pods x containers).
+MAX_LOG_STREAMS ?= 100
 PYTHON := .venv/bin/python
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 
@@ -59,7 +61,7 @@ down: ## Delete the kind cluster (keeps .env, certs/ and your source)
 	bash kind/down.sh
 
 logs: ## Follow logs of every pod, or one component: make logs C=api [ENV=stage]
-	$(KUBECTL) -n $(NS) logs -l '$(LOG_SELECTOR)' --all-containers --prefix -f --max-log-requests 20 --tail 50
+	$(KUBECTL) -n $(NS) logs -l '$(LOG_SELECTOR)' --all-containers --prefix -f --max-log-requests $(MAX_LOG_STREAMS) --tail 50
 
 rebuild: ## dev: rebuild and reload the app and backup images, restart api, workers, beat
 	@test "$(ENV)" = dev || { echo "rebuild is for the kind cluster (ENV=dev); release other envs by tag" >&2; exit 2; }
@@ -109,7 +111,7 @@ minio-console: ## Object store on localhost: console :9001 if the server has one
 
 backup-now: ## Run the Postgres backup now (a Job from the CronJob) and wait for it
 	$(KUBECTL) -n $(NS) create job --from=cronjob/postgres-backup postgres-backup-manual-$(STAMP)
-	$(SMOKE) --job postgres-backup-manual-$(STAMP) --timeout 3600
+	$(SMOKE) --job postgres-backup-manual-$(STAMP) --timeout 14400
 
 # Restores into <db>_restore, never over the live database. In place: see
 # backup/README.md ("Runbook at 3 a.m."): stop the app (scale api, workers

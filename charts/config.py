@@ -283,6 +283,20 @@ class LokiConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AlertmanagerConfig:
+    """An Alertmanager the bundled Prometheus sends alerts to (the cluster's,
+    or one you run); its receivers and their secrets live with it."""
+
+    enabled: bool = False
+    # DNS name resolving to the Alertmanager pods (a headless Service).
+    dns_name: str = check(dns_name, default="alertmanager-operated.monitoring.svc.cluster.local")
+    namespace: str = check(dns_label, default="monitoring")
+    pod_labels: Mapping[str, str] = field(
+        default_factory=lambda: frozen_map(**{"app.kubernetes.io/name": "alertmanager"}))
+    port: int = check(between(1, 65535), default=9093)
+
+
+@dataclass(frozen=True, kw_only=True)
 class MonitoringConfig:
     # bundled: our Prometheus + Grafana; operator: ServiceMonitor/PodMonitor/
     # PrometheusRule for an existing prometheus-operator; off: nothing.
@@ -305,6 +319,7 @@ class MonitoringConfig:
     ingress_metrics_port: int | None = check(lambda v: None if v is None or 0 < v < 65536 else
                                              _raise(f"must be a port number (got {v})"), default=9113)
     loki: LokiConfig = field(default_factory=LokiConfig)
+    alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
     scrape_interval: str = check(matches(r"[1-9][0-9]*[sm]", "must be a duration like 30s or 1m"), default="30s")
     # The ingress controller's metrics Service (a DNS name, e.g.
     # nginx-ingress-prometheus-service.nginx-ingress.svc): Prometheus finds its

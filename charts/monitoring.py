@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import yaml
 from constructs import Construct
 
-from charts.config import LokiConfig, MonitoringConfig
+from charts.config import AlertmanagerConfig, LokiConfig, MonitoringConfig
 from charts.labels import api_metadata, metadata, number
 from charts.network import Peer, external, pods_in
 from charts.schema import dns_label, parse_quantity
@@ -287,8 +287,11 @@ def _celery(s: str, t: AlertSettings) -> list[Alert]:
               summary="Celery queue {{ $labels.queue_name }} holds {{ $value }} messages",
               description=f"More than {t.queue_backlog} messages have waited in the queue for 10 minutes: "
                           "workers are too few, stuck or down."),
+        # `succeeded or failed * 0`: a task that never succeeds has no success
+        # series, and a plain sum would then drop it from the ratio altogether.
         Alert(name="CeleryTaskFailureRatio", for_="10m", severity="warning",
-              expr=f"{failed} / ({succeeded} + {failed}) > {t.task_failure_ratio} and {failed} >= 3",
+              expr=(f"{failed} / (({succeeded} or {failed} * 0) + {failed}) > {t.task_failure_ratio}"
+                    f" and {failed} >= 3"),
               summary="Task {{ $labels.name }} fails {{ $value | humanizePercentage }} of runs",
               description=f"More than {t.task_failure_ratio:.0%} of the task's runs failed over 15 minutes "
                           "(at least 3 failures)."),
@@ -440,7 +443,8 @@ def _namespace_relabel(namespace: str) -> list[dict[str, str]]:
     return [{"target_label": "namespace", "replacement": namespace}]
 
 
-def prometheus_config(targets: Sequence[ScrapeTarget], *, namespace: str, scrape_interval: str) -> dict[str, Any]:
+def prometheus_config(targets: Sequence[ScrapeTarget], *, namespace: str, scrape_interval: str,
+                      alertmanager: AlertmanagerConfig | None = None) -> dict[str, Any]:
     scrape_configs: list[dict[str, Any]] = [{
         "job_name": "prometheus",
         "static_configs": [{"targets": [f"localhost:{PROMETHEUS_PORT}"]}],
@@ -460,7 +464,7 @@ def prometheus_config(targets: Sequence[ScrapeTarget], *, namespace: str, scrape
             "relabel_configs": _namespace_relabel(series_namespace),
         })
     interval_seconds = int(scrape_interval[:-1]) * (60 if scrape_interval.endswith("m") else 1)
-    return {
+    document: dict[str, Any] = {
         # The timeout may not exceed the interval.
         "global": {"scrape_interval": scrape_interval, "scrape_timeout": f"{min(10, interval_seconds)}s",
                    "evaluation_interval": scrape_interval},
@@ -468,6 +472,10 @@ def prometheus_config(targets: Sequence[ScrapeTarget], *, namespace: str, scrape
         "rule_files": [RULES_FILE],
         "scrape_configs": scrape_configs,
     }
+    if alertmanager is not None and alertmanager.enabled:
+        document["alerting"] = {"alertmanagers": [{"dns_sd_configs": [
+            {"names": [alertmanager.dns_name], "type": "A", "port": alertmanager.port}]}]}
+    return document
 
 
 def dump_yaml(document: Any) -> str:
@@ -476,13 +484,22 @@ def dump_yaml(document: Any) -> str:
 
 # --- Grafana files ----------------------------------------------------------
 
-def dashboard_files(metric_lists: set[str], *, loki: bool) -> dict[str, str]:
-    """Dashboards whose exporter is scraped: monitoring/grafana/dashboards/<list>.json."""
+def dashboard_files(metric_lists: set[str], *, loki: bool, namespace: str) -> dict[str, str]:
+    """Dashboards whose exporter is scraped: monitoring/grafana/dashboards/<list>.json.
+
+    Their `namespace` variable opens on this env's namespace; left to itself
+    Grafana would pick the alphabetically first one Prometheus knows (e.g. the
+    ingress controller's), and every panel would be empty.
+    """
     files = {}
     for path in sorted((GRAFANA_DIR / "dashboards").glob("*.json")):
         needed = "loki" if path.stem == "logs" else path.stem
         if needed in metric_lists or (needed == "loki" and loki):
-            files[path.name] = path.read_text(encoding="utf-8")
+            board = json.loads(path.read_text(encoding="utf-8"))
+            for variable in board.get("templating", {}).get("list", []):
+                if variable.get("name") == "namespace":
+                    variable["current"] = {"selected": True, "text": namespace, "value": namespace}
+            files[path.name] = json.dumps(board, indent=2, sort_keys=True) + "\n"
     return files
 
 
@@ -623,7 +640,8 @@ class Monitoring(Construct):
             if target.workload is not None:
                 self._metrics_service(target)
         config_text = dump_yaml(prometheus_config(targets, namespace=self.namespace,
-                                                  scrape_interval=config.scrape_interval))
+                                                  scrape_interval=config.scrape_interval,
+                                                  alertmanager=config.alertmanager))
         self.prometheus_config_text = config_text
         version = config.prometheus_image.tag
         k8s.KubeConfigMap(self, "prometheus-config", metadata=self._identity_meta("prometheus-config", version),
@@ -667,6 +685,11 @@ class Monitoring(Construct):
         for target in targets:
             stack.network.allow(self.prometheus.peer, target.target_peer, target.port,
                                 reason=f"Prometheus scrapes {target.job}")
+        if config.alertmanager.enabled:
+            alertmanager = config.alertmanager
+            stack.network.allow(self.prometheus.peer,
+                                pods_in(alertmanager.namespace, alertmanager.pod_labels, key="alertmanager"),
+                                alertmanager.port, reason="Prometheus sends alerts")
         self._grafana()
 
     def _metrics_service(self, target: ScrapeTarget) -> None:
@@ -692,7 +715,7 @@ class Monitoring(Construct):
         loki = config.loki.enabled
         version = config.grafana_image.tag
         datasources = datasource_files(loki=loki)
-        dashboards = dashboard_files(self.metric_lists, loki=loki)
+        dashboards = dashboard_files(self.metric_lists, loki=loki, namespace=self.namespace)
         provider = (GRAFANA_DIR / "dashboards.yaml").read_text(encoding="utf-8")
         self.grafana_datasources = datasources
         self.grafana_dashboards = dashboards
@@ -809,7 +832,7 @@ class Monitoring(Construct):
         # The cluster's Grafana (kube-prometheus-stack) loads labelled
         # ConfigMaps through its dashboard sidecar; its Prometheus datasource
         # uid is "prometheus" there too.
-        dashboards = dashboard_files(self.metric_lists, loki=False)
+        dashboards = dashboard_files(self.metric_lists, loki=False, namespace=self.namespace)
         self.grafana_dashboards = dashboards
         k8s.KubeConfigMap(self, "grafana-dashboards",
                           metadata=self._identity_meta("grafana-dashboards",

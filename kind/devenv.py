@@ -127,6 +127,9 @@ def ingress_release(profile: Profile) -> tuple[str, dict[str, Any]]:
     controller["ingressClass"]["name"] = edge.ingress_class
     if labels:
         controller.setdefault("pod", {})["extraLabels"] = labels
+    if profile.monitoring.ingress_metrics_port:
+        # The port Prometheus scrapes and the port the controller serves must agree.
+        values.setdefault("prometheus", {})["port"] = profile.monitoring.ingress_metrics_port
     return release, values
 
 

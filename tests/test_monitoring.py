@@ -509,3 +509,32 @@ def test_non_default_modes_allow_exactly_the_declared_connections(operator_rende
         expected = {(s, by_cidr.get(t, t), port, proto) for s, t, port, proto in declared(stack, endpoints)}
         assert computed == expected, f"{config.mode}: missing {sorted(expected - computed)}; " \
                                      f"extra {sorted(computed - expected)}"
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_dashboards_open_on_the_env_namespace(manifests, stacks, env):
+    """Otherwise Grafana picks the first namespace Prometheus knows (e.g. the
+    ingress controller's) and every panel is empty."""
+    (config_map,) = [o for o in manifests[env] if o["kind"] == "ConfigMap"
+                     and o["metadata"]["name"] == "grafana-dashboards"]
+    for file, text in config_map["data"].items():
+        variables = [v for v in json.loads(text)["templating"]["list"] if v["name"] == "namespace"]
+        for variable in variables:
+            assert variable["current"]["value"] == stacks[env].namespace, f"{env}: {file}"
+
+
+@needs_promtool
+def test_alerts_go_to_an_alertmanager_when_configured(tmp_path):
+    assert "alerting" not in yaml.safe_load(config_map(render_with("prod", {})[1], "prometheus-config")[m.CONFIG_FILE])
+    stack, objects = render_with("prod", {"monitoring": {"alertmanager": {
+        "enabled": True, "dns_name": "alertmanager-operated.monitoring.svc.cluster.local"}}})
+    config = config_map(objects, "prometheus-config")[m.CONFIG_FILE]
+    (tmp_path / m.CONFIG_FILE).write_text(config)
+    (tmp_path / m.RULES_FILE).write_text(config_map(objects, "prometheus-rules")[m.RULES_FILE])
+    result = promtool("check", "config", m.CONFIG_FILE, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    (alertmanager,) = yaml.safe_load(config)["alerting"]["alertmanagers"]
+    assert alertmanager["dns_sd_configs"] == [{"names": ["alertmanager-operated.monitoring.svc.cluster.local"],
+                                               "type": "A", "port": 9093}]
+    assert ("prometheus", "alertmanager", 9093) in {(c.source.key, c.target.key, c.port)
+                                                    for c in stack.network.connections}

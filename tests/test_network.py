@@ -42,6 +42,8 @@ def universe(objects: list[dict[str, Any]], profile: Any) -> list[Endpoint]:
                  tuple(sorted(monitoring.operator_prometheus_pod_labels.items()))),
         Endpoint("cert-manager", monitoring.cert_manager_namespace,
                  tuple(sorted(monitoring.cert_manager_pod_labels.items()))),
+        Endpoint("alertmanager", monitoring.alertmanager.namespace,
+                 tuple(sorted(monitoring.alertmanager.pod_labels.items()))),
         Endpoint("acme-solver", namespace, tuple(sorted(ACME_SOLVER_LABELS.items()))),
         Endpoint("somebody-else", "other", (("app", "intruder"),)),
     ]
@@ -184,7 +186,8 @@ def test_the_check_sees_a_policy_without_ports(manifests, stacks):
     {"object_store": {"mode": "external", "external_endpoint": "https://s3.example.net"},
      "backups": {"offsite": {"enabled": True}}, "network": {"app_internet_egress": True}},
     {"network": {"dns_cidrs": ["169.254.20.10/32"]}},
-], ids=["operator-monitoring", "external-s3-offsite-internet", "node-local-dns"])
+    {"monitoring": {"alertmanager": {"enabled": True}}},
+], ids=["operator-monitoring", "external-s3-offsite-internet", "node-local-dns", "alertmanager"])
 def test_switched_on_features_keep_policies_exact(overrides):
     """The same equality for profile switches the committed envs leave off."""
     from tests.support.render import render_with

@@ -188,7 +188,7 @@ def test_make_help_lists_every_target() -> None:
 @pytest.mark.parametrize(("args", "expected"), [
     (("-n", "logs", "C=api"),
      "kubectl --context kind-vibearena -n vibearena-dev logs -l 'app.kubernetes.io/name=api' --all-containers "
-     "--prefix -f --max-log-requests 20"),
+     "--prefix -f --max-log-requests 100"),
     (("-n", "logs", "ENV=stage", "CONTEXT="),
      "kubectl -n vibearena-stage logs -l 'app.kubernetes.io/part-of=vibearena'"),
     (("-n", "createsuperuser"), "create job --from=cronjob/createsuperuser createsuperuser-"),
