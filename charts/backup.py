@@ -50,7 +50,6 @@ class Backups(Construct):
             stack.secrets.env("BACKUP_S3_SECRET_ACCESS_KEY", "MINIO_ROOT_PASSWORD"),
         ]
         self.target_env = target
-        self.workloads: list[Workload] = []
         self.exporter: Deployment | None = None
 
         self.ensure_bucket = Job(
@@ -122,7 +121,6 @@ class Backups(Construct):
         if database:
             self.stack.network.allow(workload.peer, self.postgres.peer, Postgres.PORT, reason=f"{name} reads/writes")
         self._uses_store(workload, name)
-        self.workloads.append(workload)
         return workload
 
     def _uses_store(self, workload: Workload, reason: str) -> None:

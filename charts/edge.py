@@ -134,8 +134,8 @@ class Edge(Construct):
 
     @staticmethod
     def _nginx_inc_annotations(config: EdgeConfig) -> dict[str, str]:
-        # nginx.org/limit-req-* need F5 NGINX Ingress Controller >= 3.5.
-        parse_rate(config.rate_limit)
+        # nginx.org/limit-req-* need F5 NGINX Ingress Controller >= 3.5; the
+        # profile model has already checked the rate's Nr/s or Nr/m form.
         annotations = {
             "nginx.org/client-max-body-size": config.body_size,
             "nginx.org/limit-req-rate": config.rate_limit,
