@@ -21,6 +21,12 @@ prometheus-operator/monitoring.coreos.com_podmonitors.yaml|prometheus-operator/p
 prometheus-operator/monitoring.coreos.com_prometheusrules.yaml|prometheus-operator/prometheus-operator|f8fafd475f3d132e239432ae6172de60a6cb6516|example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml
 argo-cd/application-crd.yaml|argoproj/argo-cd|109ca7ca71139e514114499d294a492e7910a965|manifests/crds/application-crd.yaml
 argo-cd/appproject-crd.yaml|argoproj/argo-cd|109ca7ca71139e514114499d294a492e7910a965|manifests/crds/appproject-crd.yaml
+cloudnative-pg/postgresql.cnpg.io_clusters.yaml|cloudnative-pg/cloudnative-pg|4b5e244a7d031f67e025c83c1555e7726ecbbfa1|config/crd/bases/postgresql.cnpg.io_clusters.yaml
+cloudnative-pg/postgresql.cnpg.io_scheduledbackups.yaml|cloudnative-pg/cloudnative-pg|4b5e244a7d031f67e025c83c1555e7726ecbbfa1|config/crd/bases/postgresql.cnpg.io_scheduledbackups.yaml
+cloudnative-pg/postgresql.cnpg.io_poolers.yaml|cloudnative-pg/cloudnative-pg|4b5e244a7d031f67e025c83c1555e7726ecbbfa1|config/crd/bases/postgresql.cnpg.io_poolers.yaml
+cnpg-plugin-barman-cloud/barmancloud.cnpg.io_objectstores.yaml|cloudnative-pg/plugin-barman-cloud|1e13020fe5f09fd8fc29ea03828f7b61375b3721|config/crd/bases/barmancloud.cnpg.io_objectstores.yaml
+keda/keda.sh_scaledobjects.yaml|kedacore/keda|68a5b5028f35b22d50597c69819ab32c4e92f21a|config/crd/bases/keda.sh_scaledobjects.yaml
+keda/keda.sh_triggerauthentications.yaml|kedacore/keda|68a5b5028f35b22d50597c69819ab32c4e92f21a|config/crd/bases/keda.sh_triggerauthentications.yaml
 "
 
 command -v curl >/dev/null || { echo "fetch_crds: curl is required" >&2; exit 2; }

@@ -56,6 +56,20 @@ CRD_GROUPS: dict[str, list[str]] = {
     "argoproj.io": [
         "argo-cd/application-crd.yaml",
         "argo-cd/appproject-crd.yaml",
+        # No ApplicationSet: its CRD repeats the whole Application spec per
+        # generator and made this module's load 4x slower (0.46 s -> 2.0 s) on
+        # every synth. Previews render it as a plain ApiObject, validated
+        # against the CRD in the tests.
+    ],
+    "postgresql.cnpg.io": [
+        "cloudnative-pg/postgresql.cnpg.io_clusters.yaml",
+        "cloudnative-pg/postgresql.cnpg.io_scheduledbackups.yaml",
+        "cloudnative-pg/postgresql.cnpg.io_poolers.yaml",
+    ],
+    "barmancloud.cnpg.io": ["cnpg-plugin-barman-cloud/barmancloud.cnpg.io_objectstores.yaml"],
+    "keda.sh": [
+        "keda/keda.sh_scaledobjects.yaml",
+        "keda/keda.sh_triggerauthentications.yaml",
     ],
 }
 
