@@ -20,7 +20,7 @@ LOG_SELECTOR = $(if $(C),app.kubernetes.io/name=$(C),app.kubernetes.io/part-of=v
 SHELL_SCRIPTS = $(wildcard scripts/*.sh kind/*.sh backup/bin/*)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup synth render test lint imports bench up down logs rebuild diff secrets certs migrate \
+.PHONY: help setup synth render preview test lint imports bench up down logs rebuild diff secrets certs migrate \
 	createsuperuser grafana minio-console backup-now restore smoke topology footprint
 
 help: ## List the tasks
@@ -48,6 +48,10 @@ lint: ## ruff, mypy and shellcheck
 
 imports: setup ## Regenerate imports/ offline (K8S_VERSION=1.33.0, CRDS_DIR=../shared/crds)
 	$(PYTHON) scripts/gen_imports.py $(if $(K8S_VERSION),--k8s-version $(K8S_VERSION)) $(if $(CRDS_DIR),--crds-dir $(CRDS_DIR))
+
+preview: setup ## Render the preview of a pull request: make preview PR=123 [TAG=<image tag>]
+	@test -n "$(PR)" || { echo "usage: make preview PR=<pull request number> [TAG=<image tag>]" >&2; exit 2; }
+	$(PYTHON) -O main.py --preview $(PR)$(if $(TAG), --image-tag $(TAG))
 
 bench: setup ## Measure rendering speed (bench/synth.py)
 	$(PYTHON) bench/synth.py

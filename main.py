@@ -33,6 +33,9 @@ COMPONENT_ORDER = ("gitops", "config", "edge", "database", "cache", "object-stor
 
 
 ARGOCD_DIR = "argocd"
+# `make preview` renders here; CI commits previews to their own branch, so
+# dist/previews is not committed on main.
+PREVIEWS_DIR = "previews"
 
 
 class BadInputError(Exception):
@@ -45,6 +48,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="render only this env (repeatable); default: every env/*.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "dist", help="output directory (default dist/)")
     parser.add_argument("--env-dir", type=Path, default=ROOT / "env", help="profile directory (default env/)")
+    parser.add_argument("--preview", type=int, metavar="PR",
+                        help="render the preview environment of pull request PR from env/_preview.yaml "
+                             "into <out>/previews/pr-PR (nothing else is rendered)")
+    parser.add_argument("--image-tag", metavar="TAG", help="with --preview: the app image tag to run")
     return parser.parse_args(argv)
 
 
@@ -88,16 +95,35 @@ class RenderedEnv:
     object_count: int
 
 
+def load_profiles(env_dir: Path, names: list[str]) -> list[Any]:
+    from charts.config import ProfileError, check_profile_set, load_profile
+
+    try:
+        profiles = [load_profile(env_dir, name) for name in names]
+        check_profile_set(env_dir, profiles)
+    except ProfileError as err:
+        raise BadInputError(str(err)) from None
+    return profiles
+
+
+def load_preview_profile(env_dir: Path, number: int, image_tag: str | None) -> Any:
+    from charts.config import ProfileError, check_profile_set, known_envs, load_preview, load_profile
+
+    try:
+        profile = load_preview(env_dir, number, image_tag=image_tag)
+        # The committed environments must not collide with what previews derive.
+        check_profile_set(env_dir, [load_profile(env_dir, name) for name in known_envs(env_dir)])
+    except ProfileError as err:
+        raise BadInputError(str(err)) from None
+    return profile
+
+
 def build(env_dir: Path, names: list[str]) -> dict[str, tuple[Any, list[dict]]]:
     """Load the profiles and build their charts: {env: (chart, manifests)}."""
-    from charts.config import ProfileError, load_profile
+    return build_profiles(env_dir, load_profiles(env_dir, names))
 
-    profiles = []
-    for name in names:
-        try:
-            profiles.append(load_profile(env_dir, name))
-        except ProfileError as err:
-            raise BadInputError(str(err)) from None
+
+def build_profiles(env_dir: Path, profiles: list[Any]) -> dict[str, tuple[Any, list[dict]]]:
 
     # Imported only now, so a profile error never pays for jsii start-up.
     import cdk8s
@@ -115,17 +141,30 @@ def build(env_dir: Path, names: list[str]) -> dict[str, tuple[Any, list[dict]]]:
     return built
 
 
-def build_argocd(profiles: list[Any], manifests: dict[str, list[dict]]) -> list[dict]:
-    """The AppProject and one Application per env (dist/argocd)."""
+def build_argocd(profiles: list[Any], manifests: dict[str, list[dict]],
+                 preview: tuple[Any, list[dict]] | None = None) -> list[dict]:
+    """The AppProject and one Application per env (dist/argocd), and the
+    previews' ApplicationSet when env/_preview.yaml exists."""
     import cdk8s
 
     from charts.argocd import ArgoChart
 
     try:
-        chart = ArgoChart(cdk8s.App(), "argocd", profiles=profiles, manifests=manifests)
+        chart = ArgoChart(cdk8s.App(), "argocd", profiles=profiles, manifests=manifests, preview=preview)
     except ValueError as err:
         raise BadInputError(f"env/*.yaml: {err}") from None
     return chart.to_json()
+
+
+def sample_preview(env_dir: Path) -> tuple[Any, list[dict]] | None:
+    """A preview rendered in memory: the previews' AppProject allows exactly its kinds."""
+    from charts.config import PREVIEW_BASE
+
+    if not (env_dir / f"{PREVIEW_BASE}.yaml").is_file():
+        return None
+    profile = load_preview_profile(env_dir, 1, None)
+    ((_chart, documents),) = build_profiles(env_dir, [profile]).values()
+    return profile, documents
 
 
 def render(env_dir: Path, names: list[str], *, with_argocd: bool = False) -> dict[str, RenderedEnv]:
@@ -133,11 +172,23 @@ def render(env_dir: Path, names: list[str], *, with_argocd: bool = False) -> dic
     built = build(env_dir, names)
     outputs = {env: documents for env, (_chart, documents) in built.items()}
     if with_argocd:
-        outputs[ARGOCD_DIR] = build_argocd([chart.stack.profile for chart, _docs in built.values()], outputs)
+        outputs[ARGOCD_DIR] = build_argocd([chart.stack.profile for chart, _docs in built.values()], outputs,
+                                           sample_preview(env_dir))
+    return to_files(outputs)
+
+
+def render_preview(env_dir: Path, number: int, image_tag: str | None) -> dict[str, RenderedEnv]:
+    profile = load_preview_profile(env_dir, number, image_tag)
+    outputs = {f"{PREVIEWS_DIR}/{name}": documents
+               for name, (_chart, documents) in build_profiles(env_dir, [profile]).items()}
+    return to_files(outputs, source="env/_preview.yaml")
+
+
+def to_files(outputs: dict[str, list[dict]], source: str | None = None) -> dict[str, RenderedEnv]:
     rendered: dict[str, RenderedEnv] = {}
     for name, documents in outputs.items():
-        source = "env/*.yaml" if name == ARGOCD_DIR else f"env/{name}.yaml"
-        header = f"# Rendered by main.py from {source}. Do not edit; run `make synth`.\n"
+        origin = source or ("env/*.yaml" if name == ARGOCD_DIR else f"env/{name}.yaml")
+        header = f"# Rendered by main.py from {origin}. Do not edit; run `make synth`.\n"
         files = {file: header + to_yaml(docs) for file, docs in group_by_file(documents).items()}
         rendered[name] = RenderedEnv(files=files, object_count=len(documents))
     return rendered
@@ -170,17 +221,26 @@ def main(argv: list[str] | None = None) -> int:
     env_dir: Path = args.env_dir
     names = args.envs or known_envs(env_dir)
     try:
-        if not names:
+        if args.preview is not None:
+            if args.envs:
+                raise BadInputError("--preview renders one preview only; drop --env")
+            rendered = render_preview(env_dir, args.preview, args.image_tag)
+        elif args.image_tag is not None:
+            raise BadInputError("--image-tag is for --preview only; set api.image.tag in the profile")
+        elif not names:
             raise BadInputError(f"{env_dir}: no profiles (*.yaml) found")
-        # dist/argocd derives from every profile, so only a full render updates it.
-        rendered = render(env_dir, names, with_argocd=not args.envs)
+        else:
+            # dist/argocd derives from every profile, so only a full render updates it.
+            rendered = render(env_dir, names, with_argocd=not args.envs)
     except BadInputError as err:
         print(f"error: {err}", file=sys.stderr)
         print("error: nothing was written; dist/ keeps its previous content", file=sys.stderr)
         return 2
 
     for env, result in rendered.items():
-        target = write_atomically(args.out, env, result.files)
+        # "previews/pr-7" is written as pr-7 inside out/previews.
+        parent, _, leaf = env.rpartition("/")
+        target = write_atomically(args.out / parent if parent else args.out, leaf, result.files)
         print(f"rendered {result.object_count} objects to {target}")
     # `cdk8s synth` expects the app to write into CDK8S_OUTDIR (a scratch dir
     # it deletes first); give it a copy so its listing matches dist/.
@@ -190,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         scratch.mkdir(parents=True, exist_ok=True)
         for env, result in rendered.items():
             for name, text in result.files.items():
-                (scratch / f"{env}-{name}").write_text(text, encoding="utf-8")
+                (scratch / f"{env.replace('/', '-')}-{name}").write_text(text, encoding="utf-8")
     return 0
 
 

@@ -9,7 +9,7 @@ name and the key path; cross-field and per-environment rules live in
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -26,6 +26,7 @@ from charts.schema import (
     dns_label,
     dns_name,
     matches,
+    merge,
     non_empty,
     parse_quantity,
     positive_quantity,
@@ -462,10 +463,43 @@ class ArgoConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PreviewConfig:
+    """Per-pull-request environments, configured in env/_preview.yaml only.
+
+    Each labelled pull request N gets the environment `pr-N`: namespace
+    `<part_of>-pr-N`, host `pr-N.<domain>`. CI renders it into the
+    `rendered_branch` branch (dist/previews/pr-N); an Argo CD ApplicationSet
+    with the pull-request generator syncs it and deletes it when the PR closes.
+    """
+
+    domain: str = check(dns_name, default="preview.vibearena.example.com")
+    # owner/name of the GitHub repository whose pull requests get previews.
+    github_repo: str = check(matches(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}",
+                                     "must be a GitHub repository as owner/name"), default="vibearena/infra")
+    # Only pull requests with this label get a preview (previews cost a namespace each).
+    label: str = check(matches(r"[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,49}", "must be a GitHub label name"),
+                       default="preview")
+    rendered_branch: str = check(matches(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}", "must be a git branch name"),
+                                 default="previews")
+    # A Secret in the Argo CD namespace with a GitHub token (key `token`);
+    # none: anonymous API calls (public repositories, low rate limit).
+    token_secret: str | None = check(lambda v: None if v is None else dns_label(v), default=None)
+    requeue_seconds: int = check(between(30, 3600), default=300)
+
+
+TIERS = ("dev", "stage", "prod")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Profile:
-    """One environment. `name` comes from the file name, not from its content."""
+    """One environment. `name` comes from the file name, not from its content.
+
+    `tier` selects the policy rules (RULES): any number of environments can
+    share a tier (qa and stage are both `stage`, prod-eu and prod-us `prod`).
+    """
 
     name: str = field(default="", init=False)
+    tier: Literal["dev", "stage", "prod"]
     namespace: str = check(dns_label)
     domain: str = check(dns_name)
     part_of: str = check(dns_label, default="vibearena")
@@ -481,6 +515,7 @@ class Profile:
     argocd: ArgoConfig = field(default_factory=ArgoConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
     secrets: SecretsConfig = field(default_factory=SecretsConfig)
+    preview: PreviewConfig = field(default_factory=PreviewConfig)
 
     @property
     def instance(self) -> str:
@@ -511,7 +546,7 @@ Rule = Callable[[Profile], "tuple[str, str] | None"]
 def images_pinned(profile: Profile) -> tuple[str, str] | None:
     for path, image in profile.images().items():
         if not image.pinned:
-            return f"{path}.tag", f"must be pinned in {profile.name} (no empty tag, no 'latest')"
+            return f"{path}.tag", f"must be pinned in the {profile.tier} tier (no empty tag, no 'latest')"
     return None
 
 
@@ -520,32 +555,34 @@ def api_highly_available(profile: Profile) -> tuple[str, str] | None:
     smallest = api.autoscaling.min_replicas if api.autoscaling.enabled else api.replicas
     if smallest < 2:
         key = "api.autoscaling.min_replicas" if api.autoscaling.enabled else "api.replicas"
-        return key, f"must be >= 2 in {profile.name} (got {smallest})"
+        return key, f"must be >= 2 in the {profile.tier} tier (got {smallest})"
     if not api.disruption_budget:
-        return "api.disruption_budget", f"must be true in {profile.name}"
+        return "api.disruption_budget", f"must be true in the {profile.tier} tier"
     return None
 
 
 def no_dev_server(profile: Profile) -> tuple[str, str] | None:
     if profile.api.dev_reload:
-        return "api.dev_reload", f"the auto-reloading dev server is not allowed in {profile.name}"
+        return "api.dev_reload", f"the auto-reloading dev server is not allowed in the {profile.tier} tier"
     return None
 
 
 def real_tls(profile: Profile) -> tuple[str, str] | None:
     if profile.edge.tls.mode != "acme":
-        return "edge.tls.mode", f"must be 'acme' in {profile.name} (a local CA is for dev only)"
+        return "edge.tls.mode", f"must be 'acme' in the {profile.tier} tier (a local CA is for dev only)"
     return None
 
 
 def production_acme(profile: Profile) -> tuple[str, str] | None:
     if profile.edge.tls.acme_server != "letsencrypt":
-        return "edge.tls.acme_server", f"must be 'letsencrypt' in {profile.name} (staging certificates are not trusted)"
+        return "edge.tls.acme_server", (f"must be 'letsencrypt' in the {profile.tier} tier "
+                                        "(staging certificates are not trusted)")
     if not profile.edge.hsts:
-        return "edge.hsts", f"must be true in {profile.name}"
+        return "edge.hsts", f"must be true in the {profile.tier} tier"
     return None
 
 
+# Rules by tier, not by environment name.
 RULES: dict[str, tuple[Rule, ...]] = {
     "dev": (),
     "stage": (images_pinned, no_dev_server, real_tls),
@@ -563,8 +600,20 @@ class ProfileError(Exception):
         self.key = key
 
 
+# An environment's name: a DNS label short enough to prefix namespaces and
+# hosts. Bases (never rendered) are the same with a leading underscore.
+ENV_NAME = re.compile(r"[a-z][a-z0-9-]{0,29}")
+BASE_NAME = re.compile(r"_[a-z][a-z0-9-]{0,29}")
+# Reserved for preview environments (pr-<number>), so a preview can never
+# take the name, namespace or host of a committed environment.
+PREVIEW_NAME = re.compile(r"pr-[0-9]+")
+PREVIEW_BASE = "_preview"
+MAX_PR_NUMBER = 10**9
+
+
 def known_envs(env_dir: Path) -> list[str]:
-    return sorted(p.stem for p in env_dir.glob("*.yaml"))
+    """Every renderable profile: env/*.yaml except the bases (_*.yaml)."""
+    return sorted(p.stem for p in env_dir.glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -588,22 +637,196 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_profile(env_dir: Path, name: str) -> Profile:
-    if not re.fullmatch(r"[a-z][a-z0-9-]*", name) or name not in RULES:
-        raise ProfileError(env_dir / f"{name}.yaml",
-                           f"unknown env {name!r} (known: {', '.join(sorted(RULES))})")
+@dataclass(frozen=True)
+class ProfileSource:
+    """A profile's data after `extends` is resolved, and where each key came from."""
+
+    data: dict[str, Any]
+    # Dotted key path (as in ConfigError.path) -> the file that wrote it.
+    origins: dict[str, Path]
+    # The files read, the profile's own first.
+    chain: tuple[Path, ...]
+
+    def file_of(self, key_path: str) -> Path:
+        """The file that wrote `key_path` or its nearest written parent; the
+        profile's own file for values that come from the model's defaults."""
+        path = key_path
+        while path:
+            if path in self.origins:
+                return self.origins[path]
+            parent = re.sub(r"(\.[^.\[\]]+|\[[0-9]+\])$", "", path)
+            if parent == path:
+                break
+            path = parent
+        return self.chain[0]
+
+
+def _merge_tracked(base: dict[str, Any], override: dict[str, Any], file: Path,
+                   origins: dict[str, Path], prefix: str = "") -> dict[str, Any]:
+    """schema.merge (mappings merge, lists and scalars replace) that also
+    records, for every key `override` writes, that `file` wrote it."""
+    merged = dict(base)
+    for key, value in override.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge_tracked(merged[key], value, file, origins, path)
+            origins[path] = file
+        else:
+            for stale in [p for p in origins if p == path or p.startswith((path + ".", path + "["))]:
+                del origins[stale]
+            merged[key] = value
+            _record(value, file, origins, path)
+    return merged
+
+
+def _record(value: Any, file: Path, origins: dict[str, Path], path: str) -> None:
+    origins[path] = file
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _record(item, file, origins, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _record(item, file, origins, f"{path}[{index}]")
+
+
+def resolve_profile(env_dir: Path, name: str) -> ProfileSource:
+    """Read env/<name>.yaml and the chain of profiles it `extends`."""
+    chain: list[Path] = []
+    layers: list[dict[str, Any]] = []
+    current = name
+    while True:
+        path = env_dir / f"{current}.yaml"
+        if path in chain:
+            names = " -> ".join([*(p.stem for p in chain), current])
+            raise ProfileError(chain[-1], f"inheritance cycle: {names}", "extends")
+        if not path.is_file() and not path.exists():
+            if chain:
+                raise ProfileError(chain[-1], f"no profile named {current!r} (expected {path})", "extends")
+            known = ", ".join(known_envs(env_dir)) or "none"
+            raise ProfileError(path, f"profile file is missing (environments in {env_dir}: {known})")
+        data = _read_yaml(path)
+        chain.append(path)
+        parent = data.pop("extends", None)
+        layers.append(data)
+        if parent is None:
+            break
+        if not isinstance(parent, str) or not (ENV_NAME.fullmatch(parent) or BASE_NAME.fullmatch(parent)):
+            raise ProfileError(path, "must name another profile in env/, e.g. stage or _base "
+                                     f"(got {parent!r})", "extends")
+        current = parent
+    origins: dict[str, Path] = {}
+    merged: dict[str, Any] = {}
+    for path, layer in zip(reversed(chain), reversed(layers), strict=True):
+        merged = _merge_tracked(merged, layer, path, origins)
+    return ProfileSource(data=merged, origins=origins, chain=tuple(chain))
+
+
+def _located_error(source: ProfileSource, key: str, message: str) -> ProfileError:
+    """Name the file where the offending key was written; when that is a
+    parent, say which profile inherited it."""
+    file = source.file_of(key) if key else source.chain[0]
+    if file != source.chain[0]:
+        message = f"{message} (inherited by {source.chain[0]})"
+    return ProfileError(file, message, key)
+
+
+def check_env_name(env_dir: Path, name: str) -> None:
     path = env_dir / f"{name}.yaml"
-    if not path.exists():
-        raise ProfileError(path, "profile file is missing")
-    data = _read_yaml(path)
+    if BASE_NAME.fullmatch(name):
+        raise ProfileError(path, f"{name!r} is a base profile (its name starts with '_'): it is only "
+                                 "inherited with `extends`, never rendered")
+    if not ENV_NAME.fullmatch(name):
+        raise ProfileError(path, "an environment name must be a DNS label: lowercase letters, digits and '-', "
+                                 f"starting with a letter, at most 30 characters (got {name!r})")
+    if PREVIEW_NAME.fullmatch(name):
+        raise ProfileError(path, f"names like {name!r} are reserved for preview environments "
+                                 "(make preview PR=<number>)")
+
+
+def load_profile(env_dir: Path, name: str, *, overrides: Mapping[str, Any] | None = None) -> Profile:
+    """Load env/<name>.yaml with what it extends. `overrides` (tests, previews)
+    are merged last, as if written in the profile's own file."""
+    check_env_name(env_dir, name)
+    return _build_profile(env_dir, name, name, overrides)
+
+
+def _build_profile(env_dir: Path, file_name: str, name: str, overrides: Mapping[str, Any] | None) -> Profile:
+    source = resolve_profile(env_dir, file_name)
+    data = merge(source.data, dict(overrides)) if overrides else source.data
     try:
         profile = build(Profile, data)
     except ConfigError as err:
-        raise ProfileError(path, err.message, err.path) from None
+        raise _located_error(source, err.path, err.message) from None
     object.__setattr__(profile, "name", name)
-    for rule in RULES[name]:
+    for rule in RULES[profile.tier]:
         violation = rule(profile)
         if violation:
             key, message = violation
-            raise ProfileError(path, message, key)
+            raise _located_error(source, key, message)
     return profile
+
+
+def preview_name(number: int) -> str:
+    return f"pr-{number}"
+
+
+def load_preview(env_dir: Path, number: int, *, image_tag: str | None = None) -> Profile:
+    """The preview environment of pull request `number`, from env/_preview.yaml.
+
+    Its name, namespace and host are derived from the number alone, so two
+    previews never collide with each other, and the reserved `pr-` names keep
+    them apart from the committed environments (check_profile_set)."""
+    path = env_dir / f"{PREVIEW_BASE}.yaml"
+    if isinstance(number, bool) or not isinstance(number, int) or not 1 <= number < MAX_PR_NUMBER:
+        raise ProfileError(path, f"a pull request number must be between 1 and {MAX_PR_NUMBER - 1} "
+                                 f"(got {number!r})")
+    if not path.is_file():
+        raise ProfileError(path, "previews need this base profile (see README: Preview environments)")
+    base = _build_profile(env_dir, PREVIEW_BASE, PREVIEW_BASE, None)
+    name = preview_name(number)
+    overrides: dict[str, Any] = {
+        "namespace": f"{base.part_of}-{name}",
+        "domain": f"{name}.{base.preview.domain}",
+        # The ApplicationSet syncs previews; no Application of their own.
+        "argocd": {"enabled": False},
+    }
+    if image_tag is not None:
+        overrides["api"] = {"image": {"tag": image_tag}}
+    return _build_profile(env_dir, PREVIEW_BASE, name, overrides)
+
+
+def check_profile_set(env_dir: Path, profiles: Sequence[Profile]) -> None:
+    """Rules across environments: each owns its namespace, host and Argo CD
+    Application, and none takes what previews are derived from."""
+    seen: dict[tuple[str, str], str] = {}
+    preview = _preview_base(env_dir)
+    for profile in profiles:
+        path = env_dir / f"{profile.name}.yaml"
+        for key, value in (("namespace", profile.namespace), ("domain", profile.domain),
+                           ("instance", profile.instance)):
+            other = seen.setdefault((key, value), profile.name)
+            if other != profile.name:
+                shown = "part_of" if key == "instance" else key
+                raise ProfileError(path, f"{value!r} is already used by env/{other}.yaml; every environment "
+                                         "needs its own", shown)
+        if preview is None:
+            continue
+        pattern = re.escape(preview.part_of) + r"-pr-[0-9]+"
+        if re.fullmatch(pattern, profile.namespace):
+            raise ProfileError(path, f"{profile.namespace!r} has the form of a preview namespace "
+                                     f"({preview.part_of}-pr-<number>)", "namespace")
+        if profile.domain == preview.preview.domain or profile.domain.endswith("." + preview.preview.domain):
+            raise ProfileError(path, f"{profile.domain!r} is inside the preview domain "
+                                     f"{preview.preview.domain!r}", "domain")
+        if (profile.secrets.provider == "external-secrets" and preview.secrets.provider == "external-secrets"
+                and (profile.secrets.store, profile.secrets.remote_key)
+                == (preview.secrets.store, preview.secrets.remote_key)):
+            raise ProfileError(env_dir / f"{PREVIEW_BASE}.yaml",
+                               f"previews must not read the secrets of env/{profile.name}.yaml "
+                               f"({preview.secrets.remote_key!r}); give them their own entry", "secrets.remote_key")
+
+
+def _preview_base(env_dir: Path) -> Profile | None:
+    if not (env_dir / f"{PREVIEW_BASE}.yaml").is_file():
+        return None
+    return _build_profile(env_dir, PREVIEW_BASE, PREVIEW_BASE, None)

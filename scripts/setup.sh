@@ -72,6 +72,11 @@ command -v node >/dev/null || { log "Node.js >= 20 is required (22+ recommended)
 
 step python-synth "requirements.txt" venv .venv -r requirements.txt
 step node "package.json package-lock.json" npm ci --no-audit --no-fund --loglevel=error
+# imports/ is 5 MB of generated Python. Where PYTHONDONTWRITEBYTECODE is set
+# (CI images, many containers) Python would compile it on every render (~1 s
+# of each synth); it still reads bytecode that exists, so write it once here,
+# for plain runs and for `python -O` (cdk8s.yaml).
+step bytecode "imports/SOURCE.json" .venv/bin/python -m compileall -q -o 0 -o 1 imports
 
 if [[ "$mode" == test ]]; then
   step apt "scripts/setup.sh" apt_packages

@@ -88,12 +88,13 @@ def test_bad_profile_is_rejected_cleanly(workspace, case, file, old, new, key, w
     assert tree_digest(out) == before, f"{case}: dist/ changed after a failed run"
 
 
-def test_unknown_env_name(workspace):
+def test_env_without_a_profile_file(workspace):
     env_dir, out = workspace
     before = tree_digest(out)
     result = run_main("--env-dir", str(env_dir), "--out", str(out), "--env", "qa")
     assert result.returncode == 2
-    assert "qa.yaml" in result.stderr and "unknown env 'qa'" in result.stderr
+    assert f"{env_dir / 'qa.yaml'}: profile file is missing (environments in {env_dir}: dev, prod, stage)" \
+        in result.stderr
     assert tree_digest(out) == before
 
 

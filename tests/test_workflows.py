@@ -46,8 +46,8 @@ def actionlint(*paths: Path) -> subprocess.CompletedProcess[str]:
                           timeout=120)
 
 
-def test_the_four_workflows_exist() -> None:
-    assert {p.name for p in FILES} == {"ci.yml", "images.yml", "cd.yml", "e2e.yml"}
+def test_the_workflows_are_the_expected_ones() -> None:
+    assert {p.name for p in FILES} == {"ci.yml", "images.yml", "cd.yml", "e2e.yml", "preview.yml"}
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
@@ -216,3 +216,36 @@ def test_make_refuses_dev_only_targets_elsewhere() -> None:
 def test_make_diff_against_head_runs_offline() -> None:
     result = make("diff", "ENV=dev")
     assert result.returncode == 0, result.stderr
+
+
+def test_preview_code_never_runs_with_a_write_token() -> None:
+    """The pull request's code (checked out at its head) runs only in jobs
+    that cannot push to the repository; the jobs that push run no checkout."""
+    workflow = load(WORKFLOWS / "preview.yml")
+    assert workflow["permissions"] == {"contents": "read"}
+    for name, job in workflow["jobs"].items():
+        uses = [step.get("uses", "") for step in job["steps"]]
+        runs_pr_code = any(u.startswith("actions/checkout@") for u in uses)
+        writes = job.get("permissions", {}).get("contents") == "write"
+        assert not (runs_pr_code and writes), f"job {name} runs pull request code with contents: write"
+        if writes:
+            scripts = " ".join(step.get("run", "") for step in job["steps"])
+            assert not re.search(r"\b(make|python|npm|npx|pip)\b", scripts), f"job {name} runs project code"
+
+
+def test_preview_renders_what_the_application_set_syncs() -> None:
+    """make preview writes dist/previews/pr-N; the workflow uploads that and
+    publishes it at the same path on the branch the ApplicationSet reads."""
+    workflow = load(WORKFLOWS / "preview.yml")
+    render = workflow["jobs"]["render"]["steps"]
+    assert any('make preview PR="$NUMBER" TAG="$SHA"' in step.get("run", "") for step in render)
+    upload = next(step for step in render if step.get("uses", "").startswith("actions/upload-artifact@"))
+    assert upload["with"]["path"] == "dist/previews/"
+    publish = " ".join(step.get("run", "") for step in workflow["jobs"]["publish"]["steps"])
+    assert 'work/dist/previews/pr-$NUMBER' in publish
+    appset = yaml.safe_load_all((ROOT / "dist" / "argocd" / "00-gitops.yaml").read_text())
+    (spec,) = [doc["spec"] for doc in appset if doc and doc["kind"] == "ApplicationSet"]
+    assert spec["template"]["spec"]["source"]["path"] == "dist/previews/pr-{{.number}}"
+    assert spec["template"]["spec"]["source"]["targetRevision"] == workflow["env"]["PREVIEW_BRANCH"]
+    assert spec["generators"][0]["pullRequest"]["github"]["labels"] == ["preview"]
+    assert "contains(github.event.pull_request.labels.*.name, 'preview')" in workflow["jobs"]["images"]["if"]

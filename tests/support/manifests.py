@@ -12,7 +12,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_DIR = ROOT / "env"
-ENVS = sorted(p.stem for p in ENV_DIR.glob("*.yaml"))
+# Rendered environments: bases (_*.yaml) are only inherited.
+ENVS = sorted(p.stem for p in ENV_DIR.glob("*.yaml") if not p.stem.startswith("_"))
 RECOMMENDED_LABELS = (
     "app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/component",
     "app.kubernetes.io/part-of", "app.kubernetes.io/version", "app.kubernetes.io/managed-by",

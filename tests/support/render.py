@@ -5,17 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import cdk8s
-import yaml
 
-from charts.config import Profile
+from charts.config import Profile, resolve_profile
 from charts.schema import build, merge
 from charts.stack import StackChart
 from tests.support.manifests import ENV_DIR
 
 
 def profile_with(env: str, overrides: dict[str, Any]) -> Profile:
-    data = yaml.safe_load((ENV_DIR / f"{env}.yaml").read_text())
-    profile = build(Profile, merge(data, overrides))
+    """env/<env>.yaml (with what it extends) and `overrides` merged in; the
+    tier rules are not applied, so tests can build profiles they would refuse."""
+    profile = build(Profile, merge(resolve_profile(ENV_DIR, env).data, overrides))
     object.__setattr__(profile, "name", env)
     return profile
 
