@@ -2,7 +2,7 @@
 tests, dashboards against the committed metric lists, and the three modes.
 
 Tests over the rendered envs need Monitoring wired into charts/stack.py
-(`StackChart.monitoring`); the others exercise charts/monitoring.py directly.
+(`StackChart.monitoring`); the others exercise the charts/monitoring package directly.
 """
 
 from __future__ import annotations

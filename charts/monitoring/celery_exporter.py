@@ -1,0 +1,67 @@
+"""The Celery exporter (danihodovic/celery-exporter): task events and queue
+lengths from the broker. It exists only for monitoring, so it is rendered here.
+
+Changes when the exporter's image, options or broker wiring change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from constructs import Construct
+
+from charts.config import MonitoringConfig
+from charts.monitoring.common import COMPONENT
+from charts.network import Peer
+from charts.workload import Container, Deployment, Port, Probe, Probes
+from imports import k8s
+
+if TYPE_CHECKING:
+    from charts.stack import Stack
+
+CELERY_EXPORTER_PORT = 9808
+
+
+class Broker(Protocol):
+    """What the Celery exporter needs from the broker: charts.data.Redis."""
+
+    PORT: int
+    peer: Peer
+
+    def client_env(self) -> list[k8s.EnvVar]: ...
+
+
+def celery_exporter(scope: Construct, id: str, *, stack: Stack, config: MonitoringConfig, broker: Broker,
+                    queues: Sequence[str]) -> Deployment:
+    broker_env = broker.client_env()
+    if "REDIS_URL" not in {var.name for var in broker_env}:
+        raise ValueError("monitoring: the broker's client_env() must define REDIS_URL")
+    image = config.celery_exporter_image
+    container = Container(
+        name="celery-exporter",
+        image=image.ref,
+        # CE_* are the exporter's click options as env vars; the URL is
+        # assembled by Kubernetes from the Secret ($(VAR) expansion).
+        env=[*broker_env,
+             k8s.EnvVar(name="CE_BROKER_URL", value="$(REDIS_URL)"),
+             k8s.EnvVar(name="CE_PORT", value=str(CELERY_EXPORTER_PORT)),
+             # Queue lengths are reported even while no worker consumes them.
+             k8s.EnvVar(name="CE_QUEUES", value=",".join(queues))],
+        ports=[Port(name="metrics", port=CELERY_EXPORTER_PORT, in_service=False)],
+        probes=Probes(
+            # /health pings the broker; liveness only checks the server, so
+            # a broker outage does not restart the exporter in a loop.
+            readiness=Probe(http_path="/health", port=CELERY_EXPORTER_PORT, period_seconds=30,
+                            timeout_seconds=10),
+            liveness=Probe(tcp=True, port=CELERY_EXPORTER_PORT, period_seconds=30, failure_threshold=4),
+        ),
+        resources=config.celery_exporter_resources,
+    )
+    exporter = Deployment(scope, id, stack=stack, name="celery-exporter",
+                          component=COMPONENT, version=image.tag, containers=[container],
+                          # Two exporters would both count every event.
+                          replicas=1, recreate=True)
+    stack.network.allow(exporter.peer, broker.peer, broker.PORT,
+                        reason="Celery exporter reads events and queue lengths")
+    return exporter
