@@ -26,7 +26,6 @@ from charts.schema import (
     dns_label,
     dns_name,
     matches,
-    merge,
     non_empty,
     parse_quantity,
     positive_quantity,
@@ -725,7 +724,7 @@ def _located_error(source: ProfileSource, key: str, message: str) -> ProfileErro
     """Name the file where the offending key was written; when that is a
     parent, say which profile inherited it."""
     file = source.file_of(key) if key else source.chain[0]
-    if file != source.chain[0]:
+    if file != source.chain[0] and file in source.chain:
         message = f"{message} (inherited by {source.chain[0]})"
     return ProfileError(file, message, key)
 
@@ -750,9 +749,16 @@ def load_profile(env_dir: Path, name: str, *, overrides: Mapping[str, Any] | Non
     return _build_profile(env_dir, name, name, overrides)
 
 
-def _build_profile(env_dir: Path, file_name: str, name: str, overrides: Mapping[str, Any] | None) -> Profile:
+def _build_profile(env_dir: Path, file_name: str, name: str, overrides: Mapping[str, Any] | None,
+                   overrides_origin: str | None = None) -> Profile:
     source = resolve_profile(env_dir, file_name)
-    data = merge(source.data, dict(overrides)) if overrides else source.data
+    data = source.data
+    if overrides:
+        # Values given on the command line are blamed on it, not on a file.
+        origins = dict(source.origins)
+        origin = Path(overrides_origin) if overrides_origin else source.chain[0]
+        data = _merge_tracked(source.data, dict(overrides), origin, origins)
+        source = ProfileSource(data=data, origins=origins, chain=source.chain)
     try:
         profile = build(Profile, data)
     except ConfigError as err:
@@ -792,7 +798,7 @@ def load_preview(env_dir: Path, number: int, *, image_tag: str | None = None) ->
     }
     if image_tag is not None:
         overrides["api"] = {"image": {"tag": image_tag}}
-    return _build_profile(env_dir, PREVIEW_BASE, name, overrides)
+    return _build_profile(env_dir, PREVIEW_BASE, name, overrides, overrides_origin="--preview/--image-tag")
 
 
 def check_profile_set(env_dir: Path, profiles: Sequence[Profile]) -> None:

@@ -188,7 +188,7 @@ def test_devenv_cli() -> None:
     assert job["kind"] == "Job" and job["metadata"]["name"] == run("migration-job-name", "dev").stdout.strip()
     assert yaml.safe_load(run("namespace-object", "dev").stdout)["kind"] == "Namespace"
     bad = run("namespace", "qa")
-    assert bad.returncode == 2 and "unknown env 'qa'" in bad.stderr
+    assert bad.returncode == 2 and "qa.yaml: profile file is missing" in bad.stderr
 
 
 # --- the scripts ------------------------------------------------------------------

@@ -333,6 +333,11 @@ def test_bad_pull_request_numbers(capsys, tmp_path, number):
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_a_bad_image_tag_is_blamed_on_the_command_line(capsys, tmp_path):
+    line = rejected(capsys, ENV_DIR, tmp_path / "dist", "--preview", "3", "--image-tag", "bad tag")
+    assert line.startswith("--preview/--image-tag: api.image.tag: "), line
+
+
 def test_image_tag_only_with_a_preview(capsys, tmp_path):
     line = rejected(capsys, ENV_DIR, tmp_path / "dist", "--image-tag", "x")
     assert "--image-tag is for --preview only" in line
