@@ -434,4 +434,4 @@ def test_cli_judges_a_recording(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_rejects_an_unknown_env(capsys: pytest.CaptureFixture[str]) -> None:
     assert smoke.main(["--env", "qa", "--no-wait", "--no-http"]) == 2
-    assert "unknown env 'qa'" in capsys.readouterr().err
+    assert "qa.yaml: profile file is missing" in capsys.readouterr().err
