@@ -9,6 +9,7 @@ from constructs import Construct
 
 from charts.config import ApiConfig
 from charts.labels import number, quantity
+from charts.scaling import cpu_hpa
 from charts.workload import Container, Deployment, Port, Probe, Probes
 from imports import k8s
 
@@ -74,6 +75,7 @@ class Api(Construct):
             # kubectl apply and Argo CD from resetting the scale on each sync.
             replicas=None if config.autoscaling.enabled else config.replicas,
             max_surge=1, max_unavailable=0,
+            placement=config.placement, image_pull_secrets=stack.project_pull_secrets,
         )
         self.peer = self.workload.peer
         self.port = HTTP_PORT
@@ -81,19 +83,8 @@ class Api(Construct):
         identity = self.workload.identity
         if config.autoscaling.enabled:
             scaling = config.autoscaling
-            k8s.KubeHorizontalPodAutoscalerV2(
-                self, "hpa",
-                metadata=self.workload.meta(),
-                spec=k8s.HorizontalPodAutoscalerSpecV2(
-                    scale_target_ref=k8s.CrossVersionObjectReferenceV2(
-                        api_version="apps/v1", kind="Deployment", name=self.workload.name),
-                    min_replicas=scaling.min_replicas,
-                    max_replicas=scaling.max_replicas,
-                    metrics=[k8s.MetricSpecV2(type="Resource", resource=k8s.ResourceMetricSourceV2(
-                        name="cpu", target=k8s.MetricTargetV2(
-                            type="Utilization", average_utilization=scaling.cpu_utilization)))],
-                ),
-            )
+            cpu_hpa(self, "hpa", workload=self.workload, min_replicas=scaling.min_replicas,
+                    max_replicas=scaling.max_replicas, cpu_utilization=scaling.cpu_utilization)
         smallest = config.autoscaling.min_replicas if config.autoscaling.enabled else config.replicas
         # A PDB on a single replica would block every node drain.
         if config.disruption_budget and smallest >= 2:

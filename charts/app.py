@@ -12,6 +12,7 @@ from constructs import Construct
 
 from charts.config import BeatConfig, Image, WorkerGroup
 from charts.labels import number
+from charts.scaling import cpu_hpa, keda_queue_scaler
 from charts.workload import Container, CronJob, Deployment, Job, JobSettings, Probe, Probes, Schedule, StatefulSet
 from imports import k8s
 
@@ -43,10 +44,16 @@ def release_suffix(tag: str, profile: object) -> str:
 
 
 class Worker(Construct):
-    """One Deployment per queue group."""
+    """One Deployment per queue group, with its autoscaler (none, HPA or KEDA).
+
+    Scale-in never loses work: SIGTERM starts Celery's warm shutdown (no new
+    tasks, running ones finish) within a grace period the profile sizes for
+    the hard time limit; the app acknowledges late and the broker redelivers
+    a task whose worker died (docs/scaling-and-alerts.md).
+    """
 
     def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image, group: WorkerGroup,
-                 app_env: Sequence[k8s.EnvVar]) -> None:
+                 app_env: Sequence[k8s.EnvVar], broker_address: str, keda_authentication: str | None) -> None:
         super().__init__(scope, id)
         name = f"worker-{group.name}"
         check = Probe(command=LIVENESS, period_seconds=30, timeout_seconds=5, failure_threshold=3)
@@ -62,7 +69,9 @@ class Worker(Construct):
                      f"--max-tasks-per-child={group.max_tasks_per_child}"],
             env=[*app_env,
                  k8s.EnvVar(name="CELERY_WORKER_CONCURRENCY", value=str(group.concurrency)),
-                 k8s.EnvVar(name="CELERY_WORKER_PREFETCH_MULTIPLIER", value=str(group.prefetch_multiplier))],
+                 k8s.EnvVar(name="CELERY_WORKER_PREFETCH_MULTIPLIER", value=str(group.prefetch_multiplier)),
+                 k8s.EnvVar(name="CELERY_TASK_TIME_LIMIT", value=str(group.task_time_limit_seconds)),
+                 k8s.EnvVar(name="CELERY_TASK_SOFT_TIME_LIMIT", value=str(group.task_soft_time_limit_seconds))],
             # The worker touches a heartbeat file while its consumer loop runs; a
             # hung worker stops touching it and is restarted.
             probes=Probes(startup=Probe(command=LIVENESS, period_seconds=10, failure_threshold=18),
@@ -70,15 +79,27 @@ class Worker(Construct):
             resources=group.resources,
         )
         # SIGTERM starts Celery's warm shutdown: no new tasks, running ones
-        # finish. The grace period is sized for the longest task (profile).
+        # finish. The grace period covers the hard time limit (profile rule).
+        scaling = group.autoscaling
         self.workload = Deployment(
             self, "workload", stack=stack, name=name, component="worker", version=image.tag,
-            containers=[container], replicas=group.replicas,
+            containers=[container], replicas=group.replicas if scaling.mode == "off" else None,
             termination_grace_seconds=group.termination_grace_seconds,
             max_surge=1, max_unavailable=0,
+            placement=group.placement, image_pull_secrets=stack.project_pull_secrets,
         )
         self.peer = self.workload.peer
-        if group.disruption_budget and group.replicas >= 2:
+        if scaling.mode == "hpa":
+            assert scaling.cpu_utilization is not None  # WorkerAutoscaling requires it for hpa
+            cpu_hpa(self, "hpa", workload=self.workload, min_replicas=scaling.min_replicas,
+                    max_replicas=scaling.max_replicas, cpu_utilization=scaling.cpu_utilization)
+        elif scaling.mode == "keda":
+            if keda_authentication is None:
+                raise ValueError(f"worker group {group.name!r}: keda mode needs the Redis TriggerAuthentication")
+            keda_queue_scaler(self, "scaled-object", workload=self.workload, queues=group.queues, scaling=scaling,
+                              broker_address=broker_address, authentication=keda_authentication)
+        # A PDB on a single replica would block every node drain.
+        if group.disruption_budget and group.smallest_replicas >= 2:
             k8s.KubePodDisruptionBudget(
                 self, "pdb", metadata=self.workload.meta(),
                 spec=k8s.PodDisruptionBudgetSpec(
@@ -118,6 +139,7 @@ class Beat(Construct):
         self.workload = StatefulSet(
             self, "workload", stack=stack, name="beat", component="scheduler", version=image.tag,
             containers=[container], replicas=1, termination_grace_seconds=30,
+            placement=config.placement, image_pull_secrets=stack.project_pull_secrets,
             # beat runs the app image, which changes every release: a broken
             # release must not leave beat-0 stuck on it (OrderedReady would wait
             # for the crash-looping pod). One replica still means one pod name.
@@ -151,6 +173,7 @@ class Migration(Construct):
         self.workload = Job(
             self, "workload", stack=stack, name="migrate", component="migration", version=image.tag,
             containers=[container], job_name=self.job_name, annotations=ARGO_SYNC_HOOK,
+            image_pull_secrets=stack.project_pull_secrets,
             settings=JobSettings(backoff_limit=3, active_deadline_seconds=1800, ttl_seconds_after_finished=86400),
         )
         self.peer = self.workload.peer
@@ -176,6 +199,7 @@ class Superuser(Construct):
         self.workload = CronJob(
             self, "workload", stack=stack, name="createsuperuser", component="migration", version=image.tag,
             containers=[container], schedule=ON_DEMAND, suspend=True,
+            image_pull_secrets=stack.project_pull_secrets,
             settings=JobSettings(backoff_limit=1, active_deadline_seconds=600, ttl_seconds_after_finished=3600),
         )
         self.peer = self.workload.peer

@@ -56,7 +56,7 @@ class Backups(Construct):
             self, "ensure-bucket", stack=stack, name="ensure-bucket", component="object-store",
             version=config.image.tag, uid=BACKUP_UID,
             job_name=f"ensure-bucket-{release_suffix(config.image.tag, stack.profile)}",
-            annotations=ARGO_SYNC_HOOK,
+            annotations=ARGO_SYNC_HOOK, image_pull_secrets=stack.project_pull_secrets,
             containers=[self._container("ensure-bucket", [f"{SCRIPTS}/ensure-bucket", object_store.config.bucket,
                                                            config.bucket], object_store.client_env())],
             settings=JobSettings(backoff_limit=6, active_deadline_seconds=900, ttl_seconds_after_finished=86400),
@@ -90,7 +90,7 @@ class Backups(Construct):
         )
         self.exporter = Deployment(
             self, "exporter", stack=stack, name="backup-exporter", component="backup", version=config.image.tag,
-            containers=[exporter], replicas=1, uid=BACKUP_UID)
+            containers=[exporter], replicas=1, uid=BACKUP_UID, image_pull_secrets=stack.project_pull_secrets)
         self._uses_store(self.exporter, "read backup status objects")
 
     @property
@@ -111,6 +111,7 @@ class Backups(Construct):
         workload = CronJob(
             self, name, stack=self.stack, name=name, component="backup", version=self.config.image.tag,
             containers=[self._container(name, command, variables)], uid=BACKUP_UID,
+            image_pull_secrets=self.stack.project_pull_secrets,
             schedule=Schedule(cron=cron, time_zone=self.config.time_zone) if cron else ON_DEMAND,
             suspend=cron is None,
             # One retry: a second failure alerts (backup stale) instead of

@@ -99,6 +99,61 @@ class Autoscaling:
             raise ValueError(f"min_replicas {self.min_replicas} exceeds max_replicas {self.max_replicas}")
 
 
+LABEL_NAME = re.compile(r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                        r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+
+
+def labels(value: Mapping[str, str]) -> None:
+    """Kubernetes label keys ([prefix/]name) and values."""
+    for key, item in value.items():
+        if not LABEL_NAME.fullmatch(key) or len(key.split("/")[0] if "/" in key else "") > 253:
+            raise ValueError(f"label key {key!r} is not a valid Kubernetes label name")
+        if not LABEL_VALUE.fullmatch(item):
+            raise ValueError(f"label value {item!r} of {key!r} is not a valid Kubernetes label value")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Toleration:
+    """One pod toleration, as in the Kubernetes API (core/v1 Toleration)."""
+
+    key: str | None = check(lambda v: None if v is None or LABEL_NAME.fullmatch(v) else
+                            _raise(f"must be a label name (got {v!r})"), default=None)
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = check(lambda v: None if v is None or LABEL_VALUE.fullmatch(v) else
+                              _raise(f"must be a label value (got {v!r})"), default=None)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = check(lambda v: None if v is None or v >= 0 else
+                                           _raise(f"must be >= 0 (got {v})"), default=None)
+
+    def __post_init__(self) -> None:
+        if self.operator == "Exists" and self.value:
+            raise ValueError(f"value must be empty when operator is 'Exists' (got {self.value!r})")
+        if self.key is None and self.operator != "Exists":
+            raise ValueError("an empty key needs operator 'Exists' (it tolerates every taint)")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError(f"toleration_seconds applies to effect 'NoExecute' only (got effect {self.effect!r})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Placement:
+    """Where a component's pods may run. Empty: anywhere the scheduler likes."""
+
+    node_selector: Mapping[str, str] = check(labels, factory=lambda: frozen_map())
+    tolerations: tuple[Toleration, ...] = ()
+    priority_class_name: str | None = check(lambda v: None if v is None else dns_name(v), default=None)
+    # Spread the pods across zones and nodes (topologySpreadConstraints,
+    # ScheduleAnyway); for components that run several replicas.
+    spread: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImagesConfig:
+    # An existing kubernetes.io/dockerconfigjson Secret (never rendered) for
+    # the project's own images (API, workers, beat, jobs, backups).
+    pull_secret: str | None = check(lambda v: None if v is None else dns_name(v), default=None)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ApiConfig:
     image: Image
@@ -109,6 +164,7 @@ class ApiConfig:
                                  default="config.settings.prod")
     autoscaling: Autoscaling = field(default_factory=Autoscaling)
     disruption_budget: bool = True
+    placement: Placement = field(default_factory=Placement)
     # Dev only: run the auto-reloading server on the source mounted from the
     # host through a PersistentVolume that kind/up.sh creates (no hostPath in pods).
     dev_reload: bool = False
@@ -130,6 +186,38 @@ def unique_names(items: tuple[Any, ...], what: str) -> None:
         raise ValueError(f"{what} names must be unique (repeated: {', '.join(duplicates)})")
 
 
+# Seconds a worker needs after its last task ends to acknowledge it and exit.
+WORKER_SHUTDOWN_MARGIN_SECONDS = 30
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerAutoscaling:
+    """off: a fixed `replicas`; hpa: CPU; keda: queue length (and CPU if set)."""
+
+    mode: Literal["off", "hpa", "keda"] = "off"
+    min_replicas: int = check(at_least(0), default=1)
+    max_replicas: int = check(at_least(1), default=4)
+    # Target CPU utilisation (% of the request): required for hpa, optional
+    # extra trigger for keda.
+    cpu_utilization: int | None = check(lambda v: None if v is None else between(10, 100)(v), default=None)
+    # keda: messages waiting per replica (the HPA's average target), the
+    # backlog that wakes a group scaled to zero, and how often KEDA looks.
+    queue_length: int = check(at_least(1), default=10)
+    activation_queue_length: int = check(at_least(0), default=0)
+    polling_interval_seconds: int = check(between(5, 3600), default=30)
+    # keda: seconds without messages before scaling to zero (min_replicas 0).
+    cooldown_seconds: int = check(between(0, 86400), default=300)
+
+    def __post_init__(self) -> None:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas {self.min_replicas} exceeds max_replicas {self.max_replicas}")
+        if self.mode == "hpa" and self.cpu_utilization is None:
+            raise ValueError("cpu_utilization is required when mode is 'hpa' (got null)")
+        if self.mode == "hpa" and self.min_replicas < 1:
+            raise ValueError(f"min_replicas must be >= 1 when mode is 'hpa'; scale to zero needs 'keda' "
+                             f"(got {self.min_replicas})")
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorkerGroup:
     """One Celery worker Deployment consuming a group of queues."""
@@ -138,23 +226,53 @@ class WorkerGroup:
     queues: tuple[str, ...] = ("celery",)
     concurrency: int = check(between(1, 64), default=2)
     replicas: int = check(at_least(0), default=1)
+    autoscaling: WorkerAutoscaling = field(default_factory=WorkerAutoscaling)
     resources: Resources = field(default_factory=lambda: resources("200m", "256Mi", "1", "512Mi"))
     # 1: a worker reserves one task at a time, so a long task never holds
     # others hostage (with late acks, reserved tasks wait on this worker).
     prefetch_multiplier: int = check(between(1, 16), default=1)
     max_tasks_per_child: int = check(at_least(1), default=200)
-    # A warm shutdown must finish the running tasks within this time.
-    termination_grace_seconds: int = check(between(30, 3600), default=300)
+    # Celery's hard and soft task time limits (CELERY_TASK_TIME_LIMIT,
+    # CELERY_TASK_SOFT_TIME_LIMIT) for this group's workers.
+    task_time_limit_seconds: int = check(between(10, 86400), default=300)
+    task_soft_time_limit_seconds: int = check(between(5, 86400), default=240)
+    # A warm shutdown must finish the running tasks within this time: at
+    # least the hard time limit plus WORKER_SHUTDOWN_MARGIN_SECONDS.
+    termination_grace_seconds: int = check(between(30, 86400), default=330)
     disruption_budget: bool = True
+    placement: Placement = field(default_factory=Placement)
 
     def __post_init__(self) -> None:
         if not self.queues:
             raise ValueError("queues must name at least one queue")
+        for queue in self.queues:
+            if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,200}", queue):
+                raise ValueError(f"queues: {queue!r} is not a queue name (letters, digits, _ . : -)")
+        if self.task_soft_time_limit_seconds >= self.task_time_limit_seconds:
+            raise ValueError(f"task_soft_time_limit_seconds must be below task_time_limit_seconds "
+                             f"{self.task_time_limit_seconds} (got {self.task_soft_time_limit_seconds})")
+        needed = self.task_time_limit_seconds + WORKER_SHUTDOWN_MARGIN_SECONDS
+        if self.termination_grace_seconds < needed:
+            raise ValueError(f"termination_grace_seconds must be >= task_time_limit_seconds + "
+                             f"{WORKER_SHUTDOWN_MARGIN_SECONDS} = {needed}, or SIGTERM kills running tasks "
+                             f"(got {self.termination_grace_seconds})")
+
+    @property
+    def smallest_replicas(self) -> int:
+        return self.autoscaling.min_replicas if self.autoscaling.mode != "off" else self.replicas
 
 
 @dataclass(frozen=True, kw_only=True)
 class WorkerConfig:
     groups: tuple[WorkerGroup, ...] = (WorkerGroup(name="default"),)
+    # Redis redelivers a task whose worker died after this many seconds
+    # (broker visibility_timeout); it must exceed every group's time limit,
+    # or a running task is handed to a second worker.
+    visibility_timeout_seconds: int = check(between(60, 7 * 86400), default=3600)
+    # Where KEDA's operator runs (keda mode): its NetworkPolicy to Redis.
+    keda_namespace: str = check(dns_label, default="keda")
+    keda_operator_pod_labels: Mapping[str, str] = check(
+        labels, factory=lambda: frozen_map(app="keda-operator"))
 
     def __post_init__(self) -> None:
         if not self.groups:
@@ -163,11 +281,22 @@ class WorkerConfig:
         queues = [q for g in self.groups for q in g.queues]
         if len(queues) != len(set(queues)):
             raise ValueError("a queue may belong to one worker group only")
+        longest = max(g.task_time_limit_seconds for g in self.groups)
+        if self.visibility_timeout_seconds <= longest:
+            raise ValueError(f"visibility_timeout_seconds must exceed the longest task_time_limit_seconds "
+                             f"{longest} (got {self.visibility_timeout_seconds})")
+        if not self.keda_operator_pod_labels:
+            raise ValueError("keda_operator_pod_labels must name at least one label")
 
 
 @dataclass(frozen=True, kw_only=True)
 class BeatConfig:
     resources: Resources = field(default_factory=lambda: resources("50m", "128Mi", "500m", "256Mi"))
+    placement: Placement = field(default_factory=Placement)
+
+    def __post_init__(self) -> None:
+        if self.placement.spread:
+            raise ValueError("placement.spread: beat runs one replica, there is nothing to spread (got true)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -282,18 +411,81 @@ class LokiConfig:
             raise ValueError("api_server_cidr is required when enabled (Alloy reads pod logs through the API server)")
 
 
+Severity = Literal["critical", "warning"]
+DURATION = r"[1-9][0-9]*(s|m|h)"
+
+
 @dataclass(frozen=True, kw_only=True)
-class AlertmanagerConfig:
-    """An Alertmanager the bundled Prometheus sends alerts to (the cluster's,
-    or one you run); its receivers and their secrets live with it."""
+class EmailReceiver:
+    """Mail through an SMTP relay; the password is the Secret's ALERTMANAGER_SMTP_PASSWORD."""
+
+    to: str = check(lambda v: None if EMAIL.fullmatch(v) else _raise(f"must be an email address (got {v!r})"))
+    sender: str = check(lambda v: None if EMAIL.fullmatch(v) else _raise(f"must be an email address (got {v!r})"))
+    smarthost: str = check(matches(r"[a-z0-9.-]+:[0-9]{1,5}", "must be host:port of the SMTP relay"))
+    auth_username: str | None = None
+    require_tls: bool = True
+    severities: tuple[Severity, ...] = ("critical",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatReceiver:
+    """A webhook or Slack destination; its URL is a key of the env's Secret."""
 
     enabled: bool = False
-    # DNS name resolving to the Alertmanager pods (a headless Service).
+    severities: tuple[Severity, ...] = ("critical", "warning")
+    # Slack only: the channel (the webhook URL may fix one already).
+    channel: str | None = check(lambda v: None if v is None or re.fullmatch(r"[#@]?[a-z0-9_.-]{1,80}", v) else
+                                _raise(f"must be a Slack channel like #alerts (got {v!r})"), default=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlertmanagerConfig:
+    """Where the bundled Prometheus sends alerts.
+
+    off: nowhere (alerts show in Prometheus only). existing: an Alertmanager
+    the cluster runs (dns_name, namespace, pod_labels, port); its receivers
+    live with it. bundled: our own Alertmanager, whose receivers read their
+    URLs and passwords from the env's Secret through files.
+    """
+
+    mode: Literal["off", "existing", "bundled"] = "off"
+    # existing: DNS name resolving to the Alertmanager pods (a headless Service).
     dns_name: str = check(dns_name, default="alertmanager-operated.monitoring.svc.cluster.local")
     namespace: str = check(dns_label, default="monitoring")
     pod_labels: Mapping[str, str] = field(
         default_factory=lambda: frozen_map(**{"app.kubernetes.io/name": "alertmanager"}))
     port: int = check(between(1, 65535), default=9093)
+    # bundled:
+    image: Image = field(default_factory=lambda: Image(repository="quay.io/prometheus/alertmanager", tag="v0.34.0"))
+    resources: Resources = field(default_factory=lambda: resources("20m", "64Mi", "200m", "128Mi"))
+    storage: Storage = field(default_factory=lambda: Storage(size="1Gi"))
+    webhook: ChatReceiver = field(default_factory=ChatReceiver)
+    slack: ChatReceiver = field(default_factory=ChatReceiver)
+    email: EmailReceiver | None = None
+    # The always-firing Watchdog alert goes to an external dead man's switch
+    # (ALERTMANAGER_HEARTBEAT_URL), which pages when the pings stop.
+    heartbeat: bool = False
+    heartbeat_interval: str = check(matches(DURATION, "must be a duration like 1m"), default="1m")
+    group_by: tuple[str, ...] = ("namespace", "alertname")
+    group_wait: str = check(matches(DURATION, "must be a duration like 30s"), default="30s")
+    group_interval: str = check(matches(DURATION, "must be a duration like 5m"), default="5m")
+    critical_repeat_interval: str = check(matches(DURATION, "must be a duration like 1h"), default="1h")
+    warning_repeat_interval: str = check(matches(DURATION, "must be a duration like 12h"), default="12h")
+
+    def __post_init__(self) -> None:
+        if not self.group_by:
+            raise ValueError("group_by must name at least one label")
+        for label in self.group_by:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*|\.\.\.", label):
+                raise ValueError(f"group_by: {label!r} is not a label name")
+
+    def destinations(self, severity: Severity) -> list[str]:
+        """The receivers configured for one severity (bundled mode)."""
+        found = [name for name, receiver in (("webhook", self.webhook), ("slack", self.slack))
+                 if receiver.enabled and severity in receiver.severities]
+        if self.email is not None and severity in self.email.severities:
+            found.append("email")
+        return found
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -328,6 +520,14 @@ class MonitoringConfig:
     # cert-manager's metrics Service (e.g. cert-manager.cert-manager.svc); the
     # certificate-expiry alert exists only when it is scraped.
     cert_manager_metrics_service: str | None = check(lambda v: None if v is None else dns_name(v), default=None)
+    # kube-state-metrics' Service (e.g. kube-state-metrics.kube-system.svc):
+    # the pod-restart alert exists only when it is scraped.
+    kube_state_metrics_service: str | None = check(lambda v: None if v is None else dns_name(v), default=None)
+    kube_state_metrics_port: int = check(between(1, 65535), default=8080)
+    kube_state_metrics_namespace: str = check(dns_label, default="kube-system")
+    kube_state_metrics_pod_labels: Mapping[str, str] = field(default_factory=lambda: frozen_map(**{
+        "app.kubernetes.io/name": "kube-state-metrics"}))
+    restarts_in_30m: int = check(at_least(1), default=3)
     cert_manager_namespace: str = check(dns_label, default="cert-manager")
     cert_manager_pod_labels: Mapping[str, str] = field(default_factory=lambda: frozen_map(**{
         "app.kubernetes.io/name": "cert-manager", "app.kubernetes.io/component": "controller"}))
@@ -360,6 +560,9 @@ class MonitoringConfig:
             raise ValueError("loki.enabled needs mode 'bundled' (its Grafana is where logs are read)")
         if not self.operator_prometheus_pod_labels:
             raise ValueError("operator_prometheus_pod_labels must name at least one label")
+        if self.alertmanager.mode != "off" and self.mode != "bundled":
+            raise ValueError(f"alertmanager.mode {self.alertmanager.mode!r} needs mode 'bundled' (an operator's "
+                             f"Prometheus has its own Alertmanager) (got mode {self.mode!r})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -515,12 +718,13 @@ class Profile:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     secrets: SecretsConfig = field(default_factory=SecretsConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
 
     @property
     def instance(self) -> str:
         return f"{self.part_of}-{self.name}"
 
-    def images(self) -> dict[str, Image]:
+    def image_refs(self) -> dict[str, Image]:
         """Every image in the profile by dotted key path, for pinning rules."""
         found: dict[str, Image] = {}
 
@@ -543,7 +747,7 @@ Rule = Callable[[Profile], "tuple[str, str] | None"]
 
 
 def images_pinned(profile: Profile) -> tuple[str, str] | None:
-    for path, image in profile.images().items():
+    for path, image in profile.image_refs().items():
         if not image.pinned:
             return f"{path}.tag", f"must be pinned in the {profile.tier} tier (no empty tag, no 'latest')"
     return None
@@ -581,11 +785,27 @@ def production_acme(profile: Profile) -> tuple[str, str] | None:
     return None
 
 
+def alerts_delivered(profile: Profile) -> tuple[str, str] | None:
+    """Monitoring that alerts nobody is not monitoring."""
+    monitoring = profile.monitoring
+    if monitoring.mode == "off":
+        return None
+    alertmanager = monitoring.alertmanager
+    if monitoring.mode == "bundled" and alertmanager.mode == "off":
+        return ("monitoring.alertmanager.mode",
+                f"must be 'bundled' or 'existing' in the {profile.tier} tier (got 'off')")
+    if alertmanager.mode == "bundled" and not alertmanager.destinations("critical"):
+        return ("monitoring.alertmanager", f"must deliver critical alerts in the {profile.tier} tier: enable "
+                                           "webhook or slack, or set email (got no destination)")
+    return None
+
+
 # Rules by tier, not by environment name.
 RULES: dict[str, tuple[Rule, ...]] = {
     "dev": (),
     "stage": (images_pinned, no_dev_server, real_tls),
-    "prod": (images_pinned, no_dev_server, real_tls, production_acme, api_highly_available),
+    "prod": (images_pinned, no_dev_server, real_tls, production_acme, api_highly_available,
+             alerts_delivered),
 }
 
 

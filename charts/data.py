@@ -194,6 +194,11 @@ class Redis(Construct):
         )
         self.peer: Peer = self.workload.peer
 
+    @property
+    def address(self) -> str:
+        """host:port for clients outside the namespace (KEDA's operator)."""
+        return f"{self.workload.service_name}.{self.stack.namespace}.svc:{self.PORT}"
+
     def client_env(self) -> list[k8s.EnvVar]:
         url = f"redis://:$(REDIS_PASSWORD)@{self.workload.service_name}:{self.PORT}/0"
         return [self.stack.secrets.env("REDIS_PASSWORD"), env("REDIS_URL", url)]

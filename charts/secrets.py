@@ -41,6 +41,13 @@ CATALOG: dict[str, SecretKey] = {s.key: s for s in (
     SecretKey("GA_SVC_JSON_BASE64", "Optional: Google Analytics service-account JSON, base64.", optional=True),
     SecretKey("OFFSITE_S3_ACCESS_KEY_ID", "Optional: access key of the off-site backup bucket.", optional=True),
     SecretKey("OFFSITE_S3_SECRET_ACCESS_KEY", "Optional: secret key of the off-site backup bucket.", optional=True),
+    SecretKey("ALERTMANAGER_WEBHOOK_URL", "Optional: URL Alertmanager posts alerts to (webhook receiver).",
+              optional=True),
+    SecretKey("ALERTMANAGER_SLACK_API_URL", "Optional: Slack incoming-webhook URL for alerts.", optional=True),
+    SecretKey("ALERTMANAGER_SMTP_PASSWORD", "Optional: password of the SMTP relay alert mail goes through.",
+              optional=True),
+    SecretKey("ALERTMANAGER_HEARTBEAT_URL", "Optional: dead man's switch URL the Watchdog alert pings.",
+              optional=True),
 )}
 
 
@@ -58,6 +65,14 @@ class SecretRefs:
     @property
     def used_keys(self) -> list[str]:
         return sorted(self._used)
+
+    def key(self, key: str) -> str:
+        """A key of the Secret that something outside env vars reads (a
+        mounted file, a KEDA TriggerAuthentication); recorded like env()."""
+        if key not in CATALOG:
+            raise KeyError(f"secret key {key!r} is not in charts/secrets.py CATALOG")
+        self._used.add(key)
+        return key
 
     def env(self, variable: str, key: str | None = None) -> k8s.EnvVar:
         """An env var filled from the Secret's `key` (default: the same name)."""

@@ -20,9 +20,10 @@ from charts.config import Profile
 from charts.data import ObjectStore, Postgres, Redis, env
 from charts.edge import Edge
 from charts.labels import Identity, metadata
-from charts.monitoring import Monitoring, ScrapeTarget
+from charts.monitoring import Monitoring, ScaledWorkers, ScrapeTarget
 from charts.namespace import Namespace
 from charts.network import Network, Peer, external, pods_in
+from charts.scaling import RedisAuthentication
 from charts.secrets import SecretRefs
 from imports import k8s
 
@@ -38,6 +39,9 @@ class Stack:
         self.network = Network(dns=pods_in(profile.network.dns_namespace, profile.network.dns_pod_labels,
                                            key="dns"), dns_cidrs=profile.network.dns_cidrs)
         self.secrets = SecretRefs(profile.secrets)
+        # For pods that run the project's own images (API image, backup image).
+        pull_secret = profile.images.pull_secret
+        self.project_pull_secrets: tuple[str, ...] = (pull_secret,) if pull_secret else ()
 
     def identity(self, name: str, component: str, version: str | None = None) -> Identity:
         return Identity(name=name, component=component, instance=self.profile.instance,
@@ -75,6 +79,9 @@ class StackChart(cdk8s.Chart):
             env("MAX_UPLOAD_SIZE", str(profile.edge.body_size_bytes)),
             # Task events feed the Celery exporter (monitoring).
             env("CELERY_WORKER_SEND_TASK_EVENTS", "true"),
+            # Longer than any task's hard time limit (profile rule), so Redis
+            # redelivers only tasks whose worker died.
+            env("CELERY_VISIBILITY_TIMEOUT", str(profile.worker.visibility_timeout_seconds)),
             stack.secrets.env("DJANGO_SECRET_KEY"),
             *self.postgres.client_env(),
             *self.redis.client_env(),
@@ -83,7 +90,14 @@ class StackChart(cdk8s.Chart):
         ]
         image = profile.api.image
         self.api = Api(self, "api", stack=stack, config=profile.api, app_env=app_env)
-        self.workers = [Worker(self, f"worker-{group.name}", stack=stack, image=image, group=group, app_env=app_env)
+        keda_authentication = None
+        if any(group.autoscaling.mode == "keda" for group in profile.worker.groups):
+            keda_authentication = RedisAuthentication(
+                self, "keda-redis", stack=stack, broker=self.redis.peer, broker_port=Redis.PORT,
+                keda_namespace=profile.worker.keda_namespace,
+                keda_operator_labels=dict(profile.worker.keda_operator_pod_labels)).name
+        self.workers = [Worker(self, f"worker-{group.name}", stack=stack, image=image, group=group, app_env=app_env,
+                               broker_address=self.redis.address, keda_authentication=keda_authentication)
                         for group in profile.worker.groups]
         self.beat = Beat(self, "beat", stack=stack, image=image, config=profile.beat, app_env=app_env)
         self.migration = Migration(self, "migration", stack=stack, image=image, app_env=app_env)
@@ -108,7 +122,9 @@ class StackChart(cdk8s.Chart):
             self, "monitoring", stack=stack, config=profile.monitoring, targets=self._scrape_targets(),
             broker=self.redis, celery_queues=[q for group in profile.worker.groups for q in group.queues],
             backup_stale_after_hours=profile.backups.stale_after_hours,
-            postgres_volume_size=profile.postgres.storage.size, ingress_controller=self.edge.controller)
+            postgres_volume_size=profile.postgres.storage.size, ingress_controller=self.edge.controller,
+            autoscaled_workers=[ScaledWorkers(group=g.name, queues=g.queues, max_replicas=g.autoscaling.max_replicas)
+                                for g in profile.worker.groups if g.autoscaling.mode != "off"])
 
         stack.network.render(self, config_identity, stack.namespace)
         stack.secrets.render(self, config_identity, stack.namespace)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from constructs import Construct
 
-from charts.config import Resources
+from charts.config import Placement, Resources
 from charts.labels import Identity, metadata, named_port, number, quantity
 from charts.network import Peer, pods
 from imports import k8s
@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from charts.stack import Stack
 
 MIN_UID = 10000
+# Node labels every zonal cluster sets (well-known labels).
+ZONE_KEY = "topology.kubernetes.io/zone"
+HOSTNAME_KEY = "kubernetes.io/hostname"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -173,6 +176,8 @@ class Workload(Construct):
         headless_service: bool = False,
         restart_policy: str | None = None,
         scratch_size: str = "256Mi",
+        placement: Placement | None = None,
+        image_pull_secrets: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, id)
         if not containers:
@@ -187,6 +192,7 @@ class Workload(Construct):
 
         writable = sorted({p for c in (*containers, *init_containers) for p in c.writable_paths})
         in_memory = sorted({p for c in (*containers, *init_containers) for p in c.memory_paths})
+        placement = placement or Placement()
         self.service_account = k8s.KubeServiceAccount(
             self, "service-account",
             metadata=metadata(self.identity, name, self.namespace),
@@ -201,6 +207,13 @@ class Workload(Construct):
                 enable_service_links=False,
                 restart_policy=restart_policy,
                 termination_grace_period_seconds=termination_grace_seconds,
+                image_pull_secrets=[k8s.LocalObjectReference(name=n) for n in image_pull_secrets] or None,
+                node_selector=dict(placement.node_selector) or None,
+                tolerations=[k8s.Toleration(key=t.key, operator=t.operator, value=t.value, effect=t.effect,
+                                            toleration_seconds=t.toleration_seconds)
+                             for t in placement.tolerations] or None,
+                priority_class_name=placement.priority_class_name,
+                topology_spread_constraints=self._spread() if placement.spread else None,
                 security_context=k8s.PodSecurityContext(
                     run_as_non_root=True,
                     run_as_user=uid,
@@ -238,6 +251,22 @@ class Workload(Construct):
                 ),
             )
 
+    # Labels whose value tells this controller's pod generations apart; the
+    # spread then counts only the pods of the current rollout.
+    SPREAD_MATCH_LABEL_KEYS: tuple[str, ...] = ()
+
+    def _spread(self) -> list[k8s.TopologySpreadConstraint]:
+        """Across zones first, then nodes. ScheduleAnyway: a one-zone (or
+        one-node) cluster still schedules every pod, just less spread; the
+        PDB (maxUnavailable 1) then keeps voluntary evictions one at a time."""
+        return [
+            k8s.TopologySpreadConstraint(
+                topology_key=key, max_skew=1, when_unsatisfiable="ScheduleAnyway",
+                label_selector=k8s.LabelSelector(match_labels=self.identity.selector()),
+                match_label_keys=list(self.SPREAD_MATCH_LABEL_KEYS) or None)
+            for key in (ZONE_KEY, HOSTNAME_KEY)
+        ]
+
     @property
     def service_name(self) -> str:
         if self.service is None:
@@ -249,6 +278,9 @@ class Workload(Construct):
 
 
 class Deployment(Workload):
+    # Set by the Deployment controller on each ReplicaSet's pods.
+    SPREAD_MATCH_LABEL_KEYS = ("pod-template-hash",)
+
     def __init__(self, scope: Construct, id: str, *, replicas: int | None,
                  max_surge: int | str = 1, max_unavailable: int | str = 0,
                  recreate: bool = False, **workload: object) -> None:

@@ -58,10 +58,12 @@ def test_no_budget_blocks_a_node_drain(manifests, env):
     for pdb in of_kind(manifests[env], "PodDisruptionBudget"):
         name = pdb["metadata"]["name"]
         replicas = workloads[name]["spec"].get("replicas")
-        if replicas is None:  # an HPA owns it: use its minimum
-            (hpa,) = [h for h in of_kind(manifests[env], "HorizontalPodAutoscaler")
-                      if h["spec"]["scaleTargetRef"]["name"] == name]
-            replicas = hpa["spec"]["minReplicas"]
+        if replicas is None:  # an HPA (or KEDA's ScaledObject) owns it: use its minimum
+            minimums = [h["spec"]["minReplicas"] for h in of_kind(manifests[env], "HorizontalPodAutoscaler")
+                        if h["spec"]["scaleTargetRef"]["name"] == name]
+            minimums += [s["spec"]["minReplicaCount"] for s in of_kind(manifests[env], "ScaledObject")
+                         if s["spec"]["scaleTargetRef"]["name"] == name]
+            (replicas,) = minimums
         spec = pdb["spec"]
         allowed = spec["maxUnavailable"] if "maxUnavailable" in spec else replicas - spec["minAvailable"]
         assert allowed >= 1 and replicas >= 2, f"{env}: PDB {name} allows {allowed} of {replicas} to go"

@@ -525,9 +525,10 @@ def test_dashboards_open_on_the_env_namespace(manifests, stacks, env):
 
 @needs_promtool
 def test_alerts_go_to_an_alertmanager_when_configured(tmp_path):
-    assert "alerting" not in yaml.safe_load(config_map(render_with("prod", {})[1], "prometheus-config")[m.CONFIG_FILE])
+    off = render_with("stage", {})[1]
+    assert "alerting" not in yaml.safe_load(config_map(off, "prometheus-config")[m.CONFIG_FILE])
     stack, objects = render_with("prod", {"monitoring": {"alertmanager": {
-        "enabled": True, "dns_name": "alertmanager-operated.monitoring.svc.cluster.local"}}})
+        "mode": "existing", "dns_name": "alertmanager-operated.monitoring.svc.cluster.local"}}})
     config = config_map(objects, "prometheus-config")[m.CONFIG_FILE]
     (tmp_path / m.CONFIG_FILE).write_text(config)
     (tmp_path / m.RULES_FILE).write_text(config_map(objects, "prometheus-rules")[m.RULES_FILE])

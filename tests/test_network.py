@@ -44,6 +44,10 @@ def universe(objects: list[dict[str, Any]], profile: Any) -> list[Endpoint]:
                  tuple(sorted(monitoring.cert_manager_pod_labels.items()))),
         Endpoint("alertmanager", monitoring.alertmanager.namespace,
                  tuple(sorted(monitoring.alertmanager.pod_labels.items()))),
+        Endpoint("keda-operator", profile.worker.keda_namespace,
+                 tuple(sorted(profile.worker.keda_operator_pod_labels.items()))),
+        Endpoint("kube-state-metrics", monitoring.kube_state_metrics_namespace,
+                 tuple(sorted(monitoring.kube_state_metrics_pod_labels.items()))),
         Endpoint("acme-solver", namespace, tuple(sorted(ACME_SOLVER_LABELS.items()))),
         Endpoint("somebody-else", "other", (("app", "intruder"),)),
     ]
@@ -182,12 +186,19 @@ def test_the_check_sees_a_policy_without_ports(manifests, stacks):
 
 
 @pytest.mark.parametrize("overrides", [
-    {"monitoring": {"mode": "operator"}},
+    {"monitoring": {"mode": "operator", "alertmanager": {"mode": "off"}}},
     {"object_store": {"mode": "external", "external_endpoint": "https://s3.example.net"},
      "backups": {"offsite": {"enabled": True}}, "network": {"app_internet_egress": True}},
     {"network": {"dns_cidrs": ["169.254.20.10/32"]}},
-    {"monitoring": {"alertmanager": {"enabled": True}}},
-], ids=["operator-monitoring", "external-s3-offsite-internet", "node-local-dns", "alertmanager"])
+    {"monitoring": {"alertmanager": {"mode": "existing"}}},
+    {"monitoring": {"alertmanager": {"mode": "bundled", "slack": {"enabled": True}, "heartbeat": False,
+                                     "webhook": {"enabled": False},
+                                     "email": {"to": "ops@example.com", "sender": "am@example.com",
+                                               "smarthost": "smtp.example.net:587", "auth_username": "am"}}}},
+    {"monitoring": {"kube_state_metrics_service": "kube-state-metrics.kube-system.svc"}},
+    {"worker": {"groups": [{"name": "default", "autoscaling": {"mode": "hpa", "cpu_utilization": 70}}]}},
+], ids=["operator-monitoring", "external-s3-offsite-internet", "node-local-dns", "alertmanager-existing",
+        "alertmanager-bundled-email", "kube-state-metrics", "worker-hpa"])
 def test_switched_on_features_keep_policies_exact(overrides):
     """The same equality for profile switches the committed envs leave off."""
     from tests.support.render import render_with

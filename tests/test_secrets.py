@@ -55,6 +55,16 @@ def test_workloads_read_credentials_only_through_secret_refs(manifests, stacks, 
                     assert ref["key"] in CATALOG, f"{pod.where}: unknown secret key {ref['key']}"
                     referenced.add(ref["key"])
             assert not container.get("envFrom"), f"{pod.where}: envFrom would expose every key"
+        for volume in pod.spec.get("volumes", []):
+            if "secret" in volume and volume["secret"]["secretName"] == secret_name:
+                items = volume["secret"].get("items")
+                assert items, f"{pod.where}: a Secret volume without items would expose every key"
+                referenced |= {item["key"] for item in items}
+    # KEDA reads the Redis password through a TriggerAuthentication.
+    for auth in of_kind(manifests[env], "TriggerAuthentication"):
+        for ref in auth["spec"].get("secretTargetRef", []):
+            assert ref["name"] == secret_name and ref["key"] in CATALOG, f"TriggerAuthentication: {ref}"
+            referenced.add(ref["key"])
     assert referenced == set(stacks[env].secrets.used_keys)
 
 

@@ -35,8 +35,12 @@ def test_only_the_ingress_is_public(env: str) -> None:
         if edge.source in controllers:
             assert (edge.target.label, edge.ports) == ("api", ("8000",)), f"{env}: controller reaches {edge}"
         else:
-            # An operator-managed Prometheus may scrape; nothing else enters.
-            assert edge.source.label.startswith("prometheus (ns "), f"{env}: unexpected way in: {edge}"
+            # An operator-managed Prometheus may scrape, and KEDA's operator may
+            # read queue lengths from Redis; nothing else enters.
+            allowed = edge.source.label.startswith("prometheus (ns ") or (
+                edge.source.label.startswith("keda-operator (ns ") and (edge.target.label, edge.ports) ==
+                ("redis", ("6379",)))
+            assert allowed, f"{env}: unexpected way in: {edge}"
 
 
 @pytest.mark.parametrize("env", ENVS)

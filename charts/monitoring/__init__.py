@@ -28,7 +28,7 @@ Modules, one concern each:
 - prometheus: bundled Prometheus, its config and metrics Services
 - grafana: datasources, dashboards, bundled Grafana
 - logs: Loki and Alloy
-- alertmanager: where alerts go
+- alertmanager: where alerts go (an existing Alertmanager, or the bundled one)
 - operator: PodMonitors, PrometheusRule, dashboards ConfigMap
 - construct: `Monitoring`, which assembles the parts for the mode
 
@@ -37,7 +37,14 @@ To monitor a new exporter: commit monitoring/metrics/<list>.txt, add a
 optionally monitoring/grafana/dashboards/<list>.json.
 """
 
-from charts.monitoring.alertmanager import alerting_config, allow_alerts
+from charts.monitoring.alertmanager import (
+    ALERTMANAGER_PORT,
+    Alertmanager,
+    alerting_config,
+    alertmanager_config,
+    allow_alerts,
+    inhibit_rules,
+)
 from charts.monitoring.celery_exporter import CELERY_EXPORTER_PORT, Broker, celery_exporter
 from charts.monitoring.common import COMPONENT, dump_yaml, identity_meta
 from charts.monitoring.construct import Monitoring
@@ -61,15 +68,66 @@ from charts.monitoring.metrics import (
 )
 from charts.monitoring.operator import OperatorResources
 from charts.monitoring.prometheus import CONFIG_FILE, PROMETHEUS_PORT, RULES_FILE, Prometheus, prometheus_config
-from charts.monitoring.rules import GENERATORS, Alert, AlertSettings, RuleGroup, Severity, alert_groups, rules_document
+from charts.monitoring.rules import (
+    GENERATORS,
+    WATCHDOG,
+    Alert,
+    AlertSettings,
+    RuleGroup,
+    ScaledWorkers,
+    Severity,
+    alert_groups,
+    rules_document,
+)
 from charts.monitoring.targets import CERT_MANAGER_METRICS_PORT, ScrapeTarget
 
 __all__ = [
-    "ALLOY_PORT", "BUILTIN_METRICS", "CELERY_EXPORTER_PORT", "CERT_MANAGER_METRICS_PORT", "COMPONENT", "CONFIG_FILE",
-    "GENERATORS", "GRAFANA_DIR", "GRAFANA_PORT", "LOKI_PORT", "METRICS_DIR", "MONITORING_DIR", "PROMETHEUS_PORT",
-    "RULES_FILE", "SELF_METRICS", "Alert", "AlertSettings", "Broker", "Grafana", "Logs", "Monitoring",
-    "OperatorResources", "Prometheus", "RuleGroup", "ScrapeTarget", "Severity", "alert_groups", "alerting_config",
-    "allow_alerts", "alloy_config", "celery_exporter", "dashboard_files", "datasource_files", "datasource_uids",
-    "dump_yaml", "identity_meta", "known_metric_lists", "loki_config", "metric_list", "metric_names",
-    "prometheus_config", "rules_document",
+    "ALERTMANAGER_PORT",
+    "ALLOY_PORT",
+    "BUILTIN_METRICS",
+    "CELERY_EXPORTER_PORT",
+    "CERT_MANAGER_METRICS_PORT",
+    "COMPONENT",
+    "CONFIG_FILE",
+    "GENERATORS",
+    "GRAFANA_DIR",
+    "GRAFANA_PORT",
+    "LOKI_PORT",
+    "METRICS_DIR",
+    "MONITORING_DIR",
+    "PROMETHEUS_PORT",
+    "RULES_FILE",
+    "SELF_METRICS",
+    "WATCHDOG",
+    "Alert",
+    "AlertSettings",
+    "Alertmanager",
+    "Broker",
+    "Grafana",
+    "Logs",
+    "Monitoring",
+    "OperatorResources",
+    "Prometheus",
+    "RuleGroup",
+    "ScaledWorkers",
+    "ScrapeTarget",
+    "Severity",
+    "alert_groups",
+    "alerting_config",
+    "alertmanager_config",
+    "allow_alerts",
+    "alloy_config",
+    "celery_exporter",
+    "dashboard_files",
+    "datasource_files",
+    "datasource_uids",
+    "dump_yaml",
+    "identity_meta",
+    "inhibit_rules",
+    "known_metric_lists",
+    "loki_config",
+    "metric_list",
+    "metric_names",
+    "prometheus_config",
+    "rules_document",
 ]

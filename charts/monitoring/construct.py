@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from constructs import Construct
 
 from charts.config import MonitoringConfig
+from charts.monitoring.alertmanager import ALERTMANAGER_PORT, Alertmanager
 from charts.monitoring.celery_exporter import CELERY_EXPORTER_PORT, Broker, celery_exporter
 from charts.monitoring.common import dump_yaml
 from charts.monitoring.grafana import Grafana
@@ -20,7 +21,7 @@ from charts.monitoring.logs import Logs
 from charts.monitoring.metrics import SELF_METRICS
 from charts.monitoring.operator import OperatorResources
 from charts.monitoring.prometheus import Prometheus
-from charts.monitoring.rules import AlertSettings, RuleGroup, alert_groups, rules_document
+from charts.monitoring.rules import AlertSettings, RuleGroup, ScaledWorkers, alert_groups, rules_document
 from charts.monitoring.targets import CERT_MANAGER_METRICS_PORT, ScrapeTarget
 from charts.network import Peer, pods_in
 from charts.workload import Deployment, StatefulSet
@@ -40,7 +41,7 @@ class Monitoring(Construct):
     def __init__(self, scope: Construct, id: str, *, stack: Stack, config: MonitoringConfig,
                  targets: Sequence[ScrapeTarget], broker: Broker, celery_queues: Sequence[str],
                  backup_stale_after_hours: int, postgres_volume_size: str | None = None,
-                 ingress_controller: Peer | None = None) -> None:
+                 ingress_controller: Peer | None = None, autoscaled_workers: Sequence[ScaledWorkers] = ()) -> None:
         super().__init__(scope, id)
         self.stack = stack
         self.config = config
@@ -50,6 +51,8 @@ class Monitoring(Construct):
         self.grafana: Deployment | None = None
         self.loki: StatefulSet | None = None
         self.alloy: Deployment | None = None
+        self.alertmanager: StatefulSet | None = None
+        self.alertmanager_config_text = ""
         self.targets: list[ScrapeTarget] = []
         self.groups: list[RuleGroup] = []
         self.metric_lists: set[str] = set()
@@ -79,17 +82,32 @@ class Monitoring(Construct):
         by_list: dict[str, list[tuple[str, str]]] = {}
         for target in scraped:
             by_list.setdefault(target.metrics, []).append((target.job, target.namespace or self.namespace))
+        bundled_alertmanager_job = config.alertmanager.mode == "bundled"
         if config.mode == "bundled":
             by_list[SELF_METRICS] = [("prometheus", self.namespace)]
+            if bundled_alertmanager_job:
+                # Scraped like any target; added below, once it exists (its
+                # configuration needs the rule groups for the inhibitions).
+                by_list["alertmanager"] = [("alertmanager", self.namespace)]
         settings = AlertSettings.from_config(config, namespace=self.namespace,
                                              backup_stale_after_hours=backup_stale_after_hours,
-                                             database_volume_size=postgres_volume_size)
+                                             database_volume_size=postgres_volume_size,
+                                             autoscaled_workers=autoscaled_workers)
         self.groups = alert_groups(by_list, settings)
+        bundled_alertmanager = None
+        if bundled_alertmanager_job:
+            bundled_alertmanager = Alertmanager(self, "alertmanager", stack=stack, config=config.alertmanager,
+                                                groups=self.groups)
+            self.alertmanager = bundled_alertmanager.workload
+            self.alertmanager_config_text = bundled_alertmanager.config_text
+            target = ScrapeTarget(job="alertmanager", workload=bundled_alertmanager.workload, port=ALERTMANAGER_PORT,
+                                  metrics="alertmanager")
+            self.targets.append(target)  # `scraped` is this list: bundled mode only
         self.rules_text = dump_yaml(rules_document(self.groups, self.namespace))
         self.metric_lists = set(by_list)
 
         if config.mode == "bundled":
-            self._bundled(scraped)
+            self._bundled(scraped, bundled_alertmanager)
         else:
             operator = OperatorResources(self, "operator", stack=stack, config=config, targets=scraped,
                                          groups=self.groups, metric_lists=self.metric_lists)
@@ -106,12 +124,21 @@ class Monitoring(Construct):
             peer = pods_in(config.cert_manager_namespace, config.cert_manager_pod_labels, key="cert-manager")
             found.append(ScrapeTarget(job="cert-manager", peer=peer, dns_name=config.cert_manager_metrics_service,
                                       port=CERT_MANAGER_METRICS_PORT, metrics="cert-manager"))
+        if config.kube_state_metrics_service:
+            peer = pods_in(config.kube_state_metrics_namespace, config.kube_state_metrics_pod_labels,
+                           key="kube-state-metrics")
+            found.append(ScrapeTarget(job="kube-state-metrics", peer=peer,
+                                      dns_name=config.kube_state_metrics_service,
+                                      port=config.kube_state_metrics_port, metrics="kube-state-metrics"))
         return found
 
-    def _bundled(self, targets: Sequence[ScrapeTarget]) -> None:
+    def _bundled(self, targets: Sequence[ScrapeTarget], alertmanager: Alertmanager | None) -> None:
         config, stack = self.config, self.stack
         prometheus = Prometheus(self, "prometheus", stack=stack, config=config, targets=targets,
-                                rules_text=self.rules_text)
+                                rules_text=self.rules_text,
+                                bundled_alertmanager=alertmanager.dns_name if alertmanager else None)
+        # Prometheus -> the bundled Alertmanager (alerts and scrapes, one port)
+        # is declared by its scrape target.
         self.prometheus = prometheus.workload
         self.prometheus_config_text = prometheus.config_text
         grafana = Grafana(self, "grafana", stack=stack, config=config, metric_lists=self.metric_lists,

@@ -36,7 +36,9 @@ def _namespace_relabel(namespace: str) -> list[dict[str, str]]:
 
 
 def prometheus_config(targets: Sequence[ScrapeTarget], *, namespace: str, scrape_interval: str,
-                      alertmanager: AlertmanagerConfig | None = None) -> dict[str, Any]:
+                      alertmanager: AlertmanagerConfig | None = None,
+                      bundled_alertmanager: str | None = None) -> dict[str, Any]:
+    """`bundled_alertmanager`: the bundled Alertmanager's DNS name (bundled mode)."""
     scrape_configs: list[dict[str, Any]] = [{
         "job_name": "prometheus",
         "static_configs": [{"targets": [f"localhost:{PROMETHEUS_PORT}"]}],
@@ -64,7 +66,7 @@ def prometheus_config(targets: Sequence[ScrapeTarget], *, namespace: str, scrape
         "rule_files": [RULES_FILE],
         "scrape_configs": scrape_configs,
     }
-    alerting = alerting_config(alertmanager)
+    alerting = alerting_config(alertmanager, bundled_dns_name=bundled_alertmanager)
     if alerting is not None:
         document["alerting"] = alerting
     return document
@@ -77,7 +79,7 @@ class Prometheus(Construct):
     """
 
     def __init__(self, scope: Construct, id: str, *, stack: Stack, config: MonitoringConfig,
-                 targets: Sequence[ScrapeTarget], rules_text: str) -> None:
+                 targets: Sequence[ScrapeTarget], rules_text: str, bundled_alertmanager: str | None = None) -> None:
         super().__init__(scope, id)
         self.stack = stack
         self.namespace = stack.namespace
@@ -86,7 +88,8 @@ class Prometheus(Construct):
                 self._metrics_service(target)
         config_text = dump_yaml(prometheus_config(targets, namespace=self.namespace,
                                                   scrape_interval=config.scrape_interval,
-                                                  alertmanager=config.alertmanager))
+                                                  alertmanager=config.alertmanager,
+                                                  bundled_alertmanager=bundled_alertmanager))
         self.config_text = config_text
         version = config.prometheus_image.tag
         k8s.KubeConfigMap(self, "prometheus-config", metadata=identity_meta(stack, "prometheus-config", version),

@@ -10,14 +10,17 @@ scraped, and its expressions are checked against the list.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from charts.config import MonitoringConfig
 from charts.monitoring.metrics import BUILTIN_METRICS, SELF_METRICS, metric_list, metric_names
 from charts.schema import parse_quantity
 
-Severity = Literal["critical", "warning"]
+# "none": the Watchdog, which is routed to the heartbeat, never to people.
+Severity = Literal["critical", "warning", "none"]
+# Always firing while Prometheus evaluates rules and Alertmanager delivers.
+WATCHDOG = "Watchdog"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +31,8 @@ class Alert:
     severity: Severity
     summary: str
     description: str
+    # Extra labels, where one rule exists per item (e.g. per worker group).
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     def render(self, namespace: str) -> dict[str, Any]:
         return {
@@ -35,7 +40,7 @@ class Alert:
             "expr": self.expr,
             "for": self.for_,
             # namespace: who the alert is about, also for aggregated expressions.
-            "labels": {"severity": self.severity, "namespace": namespace},
+            "labels": {"severity": self.severity, "namespace": namespace, **self.labels},
             "annotations": {"summary": self.summary, "description": self.description},
         }
 
@@ -45,6 +50,15 @@ class RuleGroup:
     name: str
     requires: str  # the metric list whose targets the group watches
     alerts: tuple[Alert, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaledWorkers:
+    """A worker group with an autoscaler: its pods are worker-<group>-<hash>-<id>."""
+
+    group: str
+    queues: tuple[str, ...]
+    max_replicas: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,11 +78,18 @@ class AlertSettings:
     postgres_connections_ratio: float = 0.8
     redis_memory_ratio: float = 0.9
     certificate_expiry_days: int = 14
+    # Alerts are delivered somewhere: add the always-firing Watchdog.
+    watchdog: bool = False
+    autoscaled_workers: tuple[ScaledWorkers, ...] = ()
+    restarts_in_30m: int = 3
 
     @classmethod
     def from_config(cls, config: MonitoringConfig, *, namespace: str, backup_stale_after_hours: int,
-                    database_volume_size: str | None) -> AlertSettings:
-        return cls(namespace=namespace, api_error_ratio=config.api_error_ratio,
+                    database_volume_size: str | None,
+                    autoscaled_workers: Sequence[ScaledWorkers] = ()) -> AlertSettings:
+        return cls(namespace=namespace, watchdog=config.alertmanager.mode != "off",
+                   autoscaled_workers=tuple(autoscaled_workers), restarts_in_30m=config.restarts_in_30m,
+                   api_error_ratio=config.api_error_ratio,
                    api_latency_p95_seconds=config.api_latency_p95_seconds, queue_backlog=config.queue_backlog,
                    task_failure_ratio=config.task_failure_ratio, heartbeat_task=config.beat_heartbeat_task,
                    heartbeat_window=config.beat_heartbeat_max_age,
@@ -125,6 +146,7 @@ def _celery(s: str, t: AlertSettings) -> list[Alert]:
               summary="The beat heartbeat task has not succeeded recently",
               description=f"{t.heartbeat_task} (scheduled by celery beat every minute) has not succeeded "
                           f"for {t.heartbeat_window}: beat is down, or no worker consumes its queue."),
+        *(_workers_at_max(s, group) for group in t.autoscaled_workers),
         Alert(name="CeleryQueueBacklog", for_="10m", severity="warning",
               expr=f"max by (queue_name) (celery_queue_length{{{s}}}) > {t.queue_backlog}",
               summary="Celery queue {{ $labels.queue_name }} holds {{ $value }} messages",
@@ -201,11 +223,61 @@ def _backup(s: str, t: AlertSettings) -> list[Alert]:
     ]
 
 
+def _workers_at_max(s: str, group: ScaledWorkers) -> Alert:
+    # celery-exporter labels celery_worker_up with the part of the worker's
+    # node name after '@' (src/exporter.py get_hostname): the pod name.
+    pods = f'hostname=~"worker-{group.group}-[a-z0-9]+-[a-z0-9]+"'
+    queues = "|".join(sorted(group.queues))
+    return Alert(
+        name="CeleryWorkersAtMaxReplicas", for_="15m", severity="warning", labels={"worker_group": group.group},
+        expr=(f"count(celery_worker_up{{{s},{pods}}} == 1) >= {group.max_replicas}"
+              f' and on() sum(deriv(celery_queue_length{{{s},queue_name=~"{queues}"}}[15m])) > 0'),
+        summary=f"Worker group {group.group} runs at its maximum of {group.max_replicas} and its queue grows",
+        description=f"The autoscaler cannot add workers (max_replicas {group.max_replicas}) while the queues "
+                    f"{queues} keep growing: raise worker.groups[{group.group}].autoscaling.max_replicas or "
+                    "find the slow task.")
+
+
 def _prometheus(s: str, t: AlertSettings) -> list[Alert]:
-    return [Alert(name="PrometheusRuleEvaluationFailures", for_="10m", severity="warning",
-                  expr=f"increase(prometheus_rule_evaluation_failures_total{{{s}}}[10m]) > 0",
-                  summary="Prometheus fails to evaluate rule group {{ $labels.rule_group }}",
-                  description="Alerts of that group cannot fire; check the Prometheus log.")]
+    alerts = [Alert(name="PrometheusRuleEvaluationFailures", for_="10m", severity="warning",
+                    expr=f"increase(prometheus_rule_evaluation_failures_total{{{s}}}[10m]) > 0",
+                    summary="Prometheus fails to evaluate rule group {{ $labels.rule_group }}",
+                    description="Alerts of that group cannot fire; check the Prometheus log.")]
+    if t.watchdog:
+        alerts.append(Alert(name=WATCHDOG, for_="0s", severity="none", expr="vector(1)",
+                            summary="Alerting pipeline heartbeat (always firing)",
+                            description="Fires as long as Prometheus evaluates rules and Alertmanager delivers. "
+                                        "Routed to an external dead man's switch, which pages when it stops."))
+    return alerts
+
+
+def _alertmanager(s: str, t: AlertSettings) -> list[Alert]:
+    return [
+        _target_down("AlertmanagerDown", s, "Alertmanager", "5m", "critical"),
+        Alert(name="AlertmanagerNotificationsFailing", for_="15m", severity="warning",
+              expr=(f"sum by (integration) (rate(alertmanager_notifications_failed_total{{{s}}}[15m]))"
+                    f" / sum by (integration) (rate(alertmanager_notifications_total{{{s}}}[15m])) > 0.1"),
+              summary="Alertmanager fails {{ $value | humanizePercentage }} of {{ $labels.integration }} sends",
+              description="Alerts may not reach anyone: check the receiver's URL or password in the env's Secret "
+                          "and the Alertmanager log."),
+        Alert(name="AlertmanagerConfigReloadFailed", for_="10m", severity="warning",
+              expr=f"max(alertmanager_config_last_reload_successful{{{s}}}) == 0",
+              summary="Alertmanager could not load its configuration",
+              description="It keeps running on the last good configuration; check its log."),
+    ]
+
+
+def _kube_state(s: str, t: AlertSettings) -> list[Alert]:
+    # kube-state-metrics' own `namespace` label arrives as exported_namespace
+    # (the scrape sets namespace to where kube-state-metrics runs).
+    ours = f'{s},exported_namespace="{t.namespace}"'
+    return [Alert(
+        name="PodsRestarting", for_="5m", severity="warning",
+        expr=(f"sum by (pod, container) (increase(kube_pod_container_status_restarts_total{{{ours}}}[30m]))"
+              f" > {t.restarts_in_30m}"),
+        summary="Container {{ $labels.container }} of {{ $labels.pod }} restarted {{ $value }} times in 30m",
+        description=f"More than {t.restarts_in_30m} restarts in 30 minutes: crash loop, failing liveness probe "
+                    "or OOM kill; see `kubectl describe pod` and the previous container's log.")]
 
 
 def _ingress(s: str, t: AlertSettings) -> list[Alert]:
@@ -239,6 +311,8 @@ GENERATORS = {
     SELF_METRICS: ("prometheus", _prometheus),
     "ingress-controller": ("ingress-controller", _ingress),
     "cert-manager": ("certificates", _cert_manager),
+    "alertmanager": ("alertmanager", _alertmanager),
+    "kube-state-metrics": ("kubernetes", _kube_state),
 }
 
 
