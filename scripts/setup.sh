@@ -49,8 +49,8 @@ venv() {
 }
 
 apt_packages() {
-  # PostgreSQL, Redis, promtool, rclone, jq and shellcheck run for real in the tests.
-  local packages=(postgresql redis-server prometheus rclone shellcheck jq)
+  # PostgreSQL, Redis, promtool, amtool and Alertmanager, rclone, jq and shellcheck run for real in the tests.
+  local packages=(postgresql redis-server prometheus prometheus-alertmanager rclone shellcheck jq)
   local missing=()
   for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||

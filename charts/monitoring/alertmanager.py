@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 ALERTMANAGER_PORT = 9093
 CONFIG_FILE = "alertmanager.yml"
 CONFIG_DIR = "/etc/alertmanager"
-SECRETS_DIR = "/etc/alertmanager/secrets"
+SECRETS_DIR = "/etc/alertmanager-secrets"
 # Receiver -> key of the env's Secret holding its URL or password.
 SECRET_KEYS = {
     "webhook": "ALERTMANAGER_WEBHOOK_URL",
@@ -181,9 +181,9 @@ class Alertmanager(Construct):
         )
         volumes = [k8s.Volume(name="config", config_map=k8s.ConfigMapVolumeSource(name="alertmanager-config"))]
         if keys:
-            # Only the receivers' keys, each as a file; 0400 for the pod's user.
+            # Only the receivers' keys, each as a file, readable by the pod's group (fsGroup).
             volumes.append(k8s.Volume(name="receiver-secrets", secret=k8s.SecretVolumeSource(
-                secret_name=stack.secrets.name, default_mode=0o400,
+                secret_name=stack.secrets.name, default_mode=0o440,
                 items=[k8s.KeyToPath(key=key, path=key) for key in keys])))
         self.workload = StatefulSet(
             self, "alertmanager", stack=stack, name="alertmanager", component=COMPONENT, version=version,
