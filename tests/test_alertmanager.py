@@ -316,3 +316,54 @@ def test_monitoring_off_needs_no_alert_destination(tmp_path):
 def test_keda_and_alertmanager_stay_off_in_dev(manifests):
     assert not of_kind(manifests["dev"], "ScaledObject")
     assert not [o for o in manifests["dev"] if o["metadata"]["name"] == "alertmanager-config"]
+
+
+# --- promtool rule tests for the new alerts -------------------------------------------
+
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package `prometheus`)")
+RULE_TESTS = Path(__file__).resolve().parent / "monitoring" / "scaling" / "alerts.test.yaml"
+
+
+def scaling_rules(max_replicas: int = 3) -> str:
+    from charts import monitoring as m
+
+    namespace = "vibearena-dev"
+    jobs = {"celery": [("celery-exporter", namespace)], "alertmanager": [("alertmanager", namespace)],
+            "kube-state-metrics": [("kube-state-metrics", "kube-system")], m.SELF_METRICS: [("prometheus", namespace)]}
+    settings = m.AlertSettings(namespace=namespace, watchdog=True, restarts_in_30m=3, autoscaled_workers=(
+        m.ScaledWorkers(group="default", queues=("celery",), max_replicas=max_replicas),))
+    return m.dump_yaml(m.rules_document(m.alert_groups(jobs, settings), namespace))
+
+
+def promtool_test(rules: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    assert PROMTOOL
+    (tmp_path / "alerts.yaml").write_text(rules)
+    shutil.copy(RULE_TESTS, tmp_path / RULE_TESTS.name)
+    return subprocess.run([PROMTOOL, "test", "rules", RULE_TESTS.name], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300, check=False)
+
+
+@needs_promtool
+def test_new_alerts_fire_and_stay_silent(tmp_path):
+    result = promtool_test(scaling_rules(), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_promtool
+def test_new_alert_tests_catch_a_wrong_maximum(tmp_path):
+    """Negative case: with room for a fourth worker the at-maximum case must fail."""
+    result = promtool_test(scaling_rules(max_replicas=4), tmp_path)
+    assert result.returncode != 0 and "CeleryWorkersAtMaxReplicas" in result.stdout + result.stderr
+
+
+@needs_promtool
+def test_rendered_prod_rules_include_the_new_alerts(manifests, tmp_path):
+    rules = yaml.safe_load(one(manifests["prod"], "ConfigMap", "prometheus-rules")["data"]["alerts.yaml"])
+    names = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    assert {"Watchdog", "CeleryWorkersAtMaxReplicas", "AlertmanagerDown", "AlertmanagerNotificationsFailing"} <= names
+    (tmp_path / "alerts.yaml").write_text(yaml.safe_dump(rules))
+    assert PROMTOOL
+    result = subprocess.run([PROMTOOL, "check", "rules", "alerts.yaml"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -275,7 +275,7 @@ def _kube_state(s: str, t: AlertSettings) -> list[Alert]:
         name="PodsRestarting", for_="5m", severity="warning",
         expr=(f"sum by (pod, container) (increase(kube_pod_container_status_restarts_total{{{ours}}}[30m]))"
               f" > {t.restarts_in_30m}"),
-        summary="Container {{ $labels.container }} of {{ $labels.pod }} restarted {{ $value }} times in 30m",
+        summary="Container {{ $labels.container }} of {{ $labels.pod }} keeps restarting",
         description=f"More than {t.restarts_in_30m} restarts in 30 minutes: crash loop, failing liveness probe "
                     "or OOM kill; see `kubectl describe pod` and the previous container's log.")]
 
