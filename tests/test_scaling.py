@@ -309,3 +309,30 @@ def test_bad_scaling_input_names_the_key(tmp_path: Path, file, old, new, key, wo
     assert message.startswith(f"{path}: {key}: "), message
     assert words in message, message
     assert "\n" not in message
+
+
+VARIANTS = {
+    "keda-two-groups-to-zero": {"worker": {"groups": [
+        {"name": "default", "autoscaling": {"mode": "keda", "min_replicas": 0, "cpu_utilization": 70}},
+        {"name": "reports", "queues": ["reports"], "autoscaling": {"mode": "keda"}}]}},
+    "hpa-placement-pull-secret": {
+        "images": {"pull_secret": "ghcr-pull"},
+        "api": {"placement": {"node_selector": {"pool": "apps"}, "priority_class_name": "high",
+                              "tolerations": [{"key": "spot", "operator": "Exists", "effect": "NoExecute",
+                                               "toleration_seconds": 60}]}},
+        "worker": {"groups": [{"name": "default", "autoscaling": {"mode": "hpa", "cpu_utilization": 70}}]}},
+    "alertmanager-all-receivers": {"monitoring": {"alertmanager": {
+        "mode": "bundled", "slack": {"enabled": True}, "email": {
+            "to": "ops@example.com", "sender": "am@example.com", "smarthost": "smtp.example.net:587"}}}},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_variants_validate_strictly(variant):
+    from tests.support.schemas import NEWEST, OLDEST, is_custom, validate_builtin, validate_custom
+
+    _stack, objects = render_with("prod", VARIANTS[variant])
+    for obj in objects:
+        for version in (OLDEST, NEWEST):
+            errors = validate_custom(obj) if is_custom(obj) else validate_builtin(obj, version)
+            assert not errors, f"{variant}: {obj['kind']}/{obj['metadata']['name']} ({version}): {errors[:3]}"
