@@ -367,3 +367,16 @@ def test_rendered_prod_rules_include_the_new_alerts(manifests, tmp_path):
     result = subprocess.run([PROMTOOL, "check", "rules", "alerts.yaml"], cwd=tmp_path, capture_output=True,
                             text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mail_without_authentication_mounts_no_password():
+    mail = {key: value for key, value in MAIL.items() if key != "auth_username"}
+    stack, objects = render_with("prod", {"monitoring": {"alertmanager": {"email": mail}}})
+    pod = one(objects, "StatefulSet", "alertmanager")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert {i["key"] for i in volume["secret"]["items"]} == {"ALERTMANAGER_WEBHOOK_URL", "ALERTMANAGER_HEARTBEAT_URL"}
+    config = yaml.safe_load(rendered_config(objects))
+    (critical,) = [r for r in config["receivers"] if r["name"] == "critical"]
+    (email,) = critical["email_configs"]
+    assert "auth_password_file" not in email and email["to"] == MAIL["to"]
+    assert "ALERTMANAGER_SMTP_PASSWORD" not in stack.secrets.used_keys

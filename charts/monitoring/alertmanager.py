@@ -71,6 +71,8 @@ def secret_file(key: str) -> str:
 
 def used_secret_keys(config: AlertmanagerConfig) -> list[str]:
     receivers = {name for severity in SEVERITIES for name in config.destinations(severity)}
+    if config.email is not None and not config.email.auth_username:
+        receivers.discard("email")  # a relay without authentication needs no password
     if config.heartbeat:
         receivers.add("heartbeat")
     return [SECRET_KEYS[name] for name in sorted(receivers)]
