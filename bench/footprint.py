@@ -102,8 +102,13 @@ def pod_spec(obj: Obj) -> Obj:
 
 def rows(objects: Iterable[Obj]) -> list[Row]:
     objects = list(objects)
-    autoscalers = {o["spec"]["scaleTargetRef"]["name"]: o["spec"] for o in objects
+    autoscalers = {o["spec"]["scaleTargetRef"]["name"]: {**o["spec"], "kind": "hpa"} for o in objects
                    if o.get("kind") == "HorizontalPodAutoscaler"}
+    # KEDA's ScaledObject: its HPA exists only on the cluster. Defaults per
+    # the CRD (minReplicaCount 0, maxReplicaCount 100).
+    autoscalers |= {o["spec"]["scaleTargetRef"]["name"]: {
+        "kind": "keda", "minReplicas": o["spec"].get("minReplicaCount", 0),
+        "maxReplicas": o["spec"].get("maxReplicaCount", 100)} for o in objects if o.get("kind") == "ScaledObject"}
     found = []
     for obj in objects:
         if obj.get("kind") not in LONG_RUNNING + BATCH:
@@ -115,7 +120,7 @@ def rows(objects: Iterable[Obj]) -> list[Row]:
             hpa = autoscalers.get(name)
             if hpa:
                 replicas = hpa.get("minReplicas", 1)
-                scaling = f"hpa {replicas}..{hpa['maxReplicas']}"
+                scaling = f"{hpa['kind']} {replicas}..{hpa['maxReplicas']}"
             else:
                 replicas = obj["spec"].get("replicas", 1)
         elif obj["kind"] == "DaemonSet":

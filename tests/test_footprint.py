@@ -85,3 +85,21 @@ def test_replicas_hpa_minimum_and_batch_peak() -> None:
     assert total.batch_peak.cpu == pytest.approx(0.3)
     assert total.peak.cpu == pytest.approx(0.8)
     assert isinstance(found[0], Row) and found[-1].kind in ("Job", "CronJob"), "batch rows come last"
+
+
+def test_keda_scaled_workers_count_at_their_minimum():
+    pod = {"spec": {"containers": [{"name": "c", "resources": {
+        "requests": {"cpu": "200m", "memory": "1Mi"}, "limits": {"cpu": "1", "memory": "2Mi"}}}]}}
+    objects = [
+        {"kind": "Deployment", "metadata": {"name": "worker-default", "labels": {}}, "spec": {"template": pod}},
+        {"kind": "ScaledObject", "metadata": {"name": "worker-default"},
+         "spec": {"scaleTargetRef": {"name": "worker-default"}, "minReplicaCount": 2, "maxReplicaCount": 10}},
+        {"kind": "Deployment", "metadata": {"name": "worker-idle", "labels": {}}, "spec": {"template": pod}},
+        # KEDA's defaults (CRD): minReplicaCount 0, maxReplicaCount 100.
+        {"kind": "ScaledObject", "metadata": {"name": "worker-idle"},
+         "spec": {"scaleTargetRef": {"name": "worker-idle"}}},
+    ]
+    found = {r.name: r for r in rows(objects)}
+    assert (found["worker-default"].replicas, found["worker-default"].scaling) == (2, "keda 2..10")
+    assert (found["worker-idle"].replicas, found["worker-idle"].scaling) == (0, "keda 0..100")
+    assert totals(list(found.values())).steady.cpu == pytest.approx(0.4)
