@@ -75,8 +75,18 @@ def test_committed_dist_matches_a_fresh_render(tmp_path):
 def test_cdk8s_synth_renders_dist(tmp_path):
     """The card's command, `cdk8s synth`, drives main.py."""
     project = tmp_path / "project"
-    shutil.copytree(ROOT, project, ignore=shutil.ignore_patterns(
-        "dist", ".cdk8s.out", ".git", "node_modules", ".venv*", "app", "tests", "backup"), symlinks=True)
+    # The project's own files only (tracked or new, not ignored): a work tree
+    # can hold caches (runtime roots with /proc bound into them) that must
+    # never be copied.
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    skipped = ("dist/", "app/", "tests/", "backup/")
+    for name in filter(None, listed):
+        source = ROOT / name
+        if name.startswith(skipped) or not source.is_file() or source.is_symlink():
+            continue
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, project / name)
     (project / "node_modules").symlink_to(ROOT / "node_modules")
     (project / ".venv").symlink_to(ROOT / ".venv")
     result = subprocess.run(["npx", "--no-install", "cdk8s", "synth"], cwd=project, capture_output=True,
