@@ -21,7 +21,7 @@ SHELL_SCRIPTS = $(wildcard scripts/*.sh kind/*.sh backup/bin/*)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup synth render preview test lint imports bench up down logs rebuild diff secrets certs migrate \
-	createsuperuser grafana minio-console backup-now restore smoke topology footprint
+	createsuperuser grafana minio-console backup-now restore smoke topology footprint plan
 
 help: ## List the tasks
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -87,6 +87,16 @@ diff: setup ## Rendered diff of ENV against git HEAD, or of two envs: make diff 
 	fi; \
 	status=0; diff -ru "$$old" "$$new" || status=$$?; \
 	[ "$$status" -le 1 ] && { [ "$$status" = 0 ] && echo "no differences"; true; }
+
+# make plan: the deployed side is dist/$(ENV) at BASE, or a live cluster only
+# when CONTEXT is given on the command line or in the environment (dev's
+# default kind context above does not count).
+BASE ?= origin/main
+FORMAT ?= text
+ACK ?=
+PLAN_CONTEXT = $(if $(filter command line environment,$(origin CONTEXT)),$(CONTEXT))
+plan: setup ## What applying ENV would do, classified (exit 3: risky): make plan ENV=prod [BASE=ref] [CONTEXT=ctx] [ACK='Kind/name: reason']
+	$(PYTHON) scripts/plan.py --env $(ENV) --base $(BASE) --format $(FORMAT)$(if $(PLAN_CONTEXT), --context $(PLAN_CONTEXT))$(if $(ACK), --ack '$(ACK)')
 
 secrets: ## dev: create or update the app Secret from .env (stage/prod use External Secrets)
 	@test "$(ENV)" = dev || { echo "$(ENV) reads its Secret from the secret store (env/$(ENV).yaml: secrets)" >&2; exit 2; }

@@ -648,6 +648,23 @@ class SecretsConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class PlanAcknowledgement:
+    """A change above routine that `make plan` may let through, and why."""
+
+    object: str = check(matches(r"[A-Z][A-Za-z0-9]*/[a-z0-9][a-z0-9.-]*",
+                                "must be Kind/name, e.g. StatefulSet/postgres"))
+    risk: Literal["rejected", "data-at-risk", "downtime"]
+    reason: str = check(non_empty)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanConfig:
+    """`make plan` (scripts/plan.py): acknowledged changes for the next apply; remove them after it."""
+
+    acknowledge: tuple[PlanAcknowledgement, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
 class ArgoConfig:
     """How Argo CD syncs this env's rendered directory (dist/<env>)."""
 
@@ -719,6 +736,9 @@ class Profile:
     secrets: SecretsConfig = field(default_factory=SecretsConfig)
     preview: PreviewConfig = field(default_factory=PreviewConfig)
     images: ImagesConfig = field(default_factory=ImagesConfig)
+    # Out of repr: Job names hash the profile's repr, and an acknowledgement
+    # changes nothing rendered, so it must not rename (and re-run) Jobs.
+    plan: PlanConfig = field(default_factory=PlanConfig, repr=False)
 
     @property
     def instance(self) -> str:
