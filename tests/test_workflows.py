@@ -8,6 +8,7 @@ commands the workflows rely on.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -249,3 +250,36 @@ def test_preview_renders_what_the_application_set_syncs() -> None:
     assert spec["template"]["spec"]["source"]["targetRevision"] == workflow["env"]["PREVIEW_BRANCH"]
     assert spec["generators"][0]["pullRequest"]["github"]["labels"] == ["preview"]
     assert "contains(github.event.pull_request.labels.*.name, 'preview')" in workflow["jobs"]["images"]["if"]
+
+
+def test_ci_plans_every_env_on_pull_requests_and_posts_the_markdown() -> None:
+    ci = load(WORKFLOWS / "ci.yml")
+    job = ci["jobs"]["plan"]
+    assert job["if"] == "github.event_name == 'pull_request'"
+    assert job["permissions"] == {"contents": "read", "pull-requests": "write"}
+    checkout = job["steps"][0]
+    assert checkout["with"]["fetch-depth"] == 0, "the base branch's dist/ is read from git history"
+    post = next(s for s in job["steps"] if "gh pr comment" in s.get("run", ""))
+    assert "--body-file plan.md" in post["run"] and post["continue-on-error"] is True
+    last = job["steps"][-1]
+    assert 'exit "$PLAN_STATUS"' in last["run"]
+
+
+@pytest.mark.slow
+def test_the_ci_plan_step_runs_here_and_reports_every_env(tmp_path: Path) -> None:
+    """The plan step's own script, as GitHub runs it (bash -e), on this checkout."""
+    job = load(WORKFLOWS / "ci.yml")["jobs"]["plan"]
+    script = next(s["run"] for s in job["steps"] if s.get("id") == "plan")
+    summary, output = tmp_path / "summary.md", tmp_path / "output"
+    try:
+        result = subprocess.run(["bash", "-e", "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                                env={**os.environ, "BASE_REF": "main", "GITHUB_STEP_SUMMARY": str(summary),
+                                     "GITHUB_OUTPUT": str(output)})
+        plan_md = (ROOT / "plan.md").read_text()
+    finally:
+        (ROOT / "plan.md").unlink(missing_ok=True)
+    assert result.returncode == 0, result.stderr
+    for env in ("dev", "stage", "prod"):
+        assert f"make plan: `{env}`" in plan_md
+    assert output.read_text().strip() in {"status=0", "status=3"}
+    assert summary.read_text() == plan_md
