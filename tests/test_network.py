@@ -1,5 +1,6 @@
-"""Reachability computed from the rendered NetworkPolicies alone must equal the
-declared connection table exactly: no missing and no extra edge."""
+"""Reachability computed from the rendered NetworkPolicies alone must equal a
+hand-written allow-list exactly (no missing and no extra edge), and what each
+container is configured to connect to must be reachable."""
 
 from __future__ import annotations
 
@@ -129,25 +130,65 @@ def key_of(peer: Any) -> str:
     return f"cidr:{peer.cidr}" if peer.cidr else peer.key
 
 
-def declared(stack: Any, endpoints: list[Endpoint]) -> set[Edge]:
-    edges = {(key_of(c.source), key_of(c.target), c.port, c.protocol) for c in stack.network.connections}
-    # Every pod in the namespace, ours or cert-manager's solver, may resolve names.
-    ours = [e for e in endpoints if e.namespace == stack.namespace]
-    dns_servers = ["dns", *(f"cidr:{cidr}" for cidr in stack.network.dns_cidrs)]
-    for endpoint in ours:
-        edges |= {(endpoint.key, server, stack.network.dns_port, protocol)
-                  for server in dns_servers for protocol in ("UDP", "TCP")}
-    return edges
+# Who may talk to whom, written out by hand from what each process does
+# (docs/decisions/006-network-policies.md), not from the chart's connection
+# table: a wrong or missing entry in that table shows up here.
+DB, CACHE, S3 = ("postgres", 5432, "TCP"), ("redis", 6379, "TCP"), ("minio", 9000, "TCP")
+APP_EDGES = {(process, *target) for process in ("api", "worker-default", "beat", "migrate", "createsuperuser")
+             for target in (DB, CACHE, S3)}
+COMMON_EDGES: set[Edge] = APP_EDGES | {
+    ("ingress-controller", "api", 8000, "TCP"),
+    ("ensure-bucket", *S3),
+    ("postgres-backup", *DB), ("postgres-backup", *S3),
+    ("postgres-restore", *DB), ("postgres-restore", *S3),
+    ("restore-drill", *DB), ("restore-drill", *S3),
+    ("backup-exporter", *S3),
+    ("celery-exporter", *CACHE),
+    ("grafana", "prometheus", 9090, "TCP"),
+    ("prometheus", "api", 8000, "TCP"), ("prometheus", "postgres", 9187, "TCP"),
+    ("prometheus", "redis", 9121, "TCP"), ("prometheus", "minio", 9327, "TCP"),
+    ("prometheus", "backup-exporter", 9188, "TCP"), ("prometheus", "celery-exporter", 9808, "TCP"),
+}
+EXPECTED_EDGES: dict[str, set[Edge]] = {
+    # dev scrapes the kind ingress controller's metrics; stage and prod let it
+    # reach cert-manager's HTTP-01 solver pods.
+    "dev": COMMON_EDGES | {("prometheus", "ingress-controller", 9113, "TCP")},
+    "stage": COMMON_EDGES | {("ingress-controller", "acme-solver", 8089, "TCP")},
+    "prod": COMMON_EDGES | {("ingress-controller", "acme-solver", 8089, "TCP")},
+}
+DNS_PORT = 53
 
 
-@pytest.mark.parametrize("env", ENVS)
-def test_rendered_policies_allow_exactly_the_declared_connections(manifests, stacks, env):
+def with_dns(edges: set[Edge], endpoints: list[Endpoint], namespace: str,
+             servers: tuple[str, ...] = ("dns",)) -> set[Edge]:
+    """Every pod in the namespace, ours or cert-manager's solver, may resolve names."""
+    return edges | {(e.key, server, DNS_PORT, protocol) for e in endpoints if e.namespace == namespace
+                    for server in servers for protocol in ("UDP", "TCP")}
+
+
+@pytest.mark.parametrize("env", sorted(EXPECTED_EDGES))
+def test_rendered_policies_allow_exactly_the_expected_connections(manifests, stacks, env):
     stack = stacks[env]
     endpoints = universe(manifests[env], stack.profile)
     computed = allowed(manifests[env], endpoints, stack.namespace)
-    expected = declared(stack, endpoints)
+    expected = with_dns(EXPECTED_EDGES[env], endpoints, stack.namespace)
     missing, extra = expected - computed, computed - expected
     assert not missing and not extra, f"{env}: missing {sorted(missing)}; extra {sorted(extra)}"
+
+
+def declared(stack: Any, endpoints: list[Endpoint]) -> set[Edge]:
+    """The chart's own table: used only to check the renderer renders what it declares."""
+    edges = {(key_of(c.source), key_of(c.target), c.port, c.protocol) for c in stack.network.connections}
+    servers = ("dns", *(f"cidr:{cidr}" for cidr in stack.network.dns_cidrs))
+    return with_dns(edges, endpoints, stack.namespace, servers)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_the_renderer_renders_exactly_its_declared_connections(manifests, stacks, env):
+    stack = stacks[env]
+    endpoints = universe(manifests[env], stack.profile)
+    computed = allowed(manifests[env], endpoints, stack.namespace)
+    assert computed == declared(stack, endpoints)
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -159,20 +200,24 @@ def test_every_declared_connection_names_a_rendered_pod(manifests, stacks, env):
             assert key_of(end) in keys, f"{env}: {end.key} is declared but not rendered"
 
 
+def expected_for(objects: list[dict[str, Any]], stack: Any) -> set[Edge]:
+    return with_dns(EXPECTED_EDGES["prod"], universe(objects, stack.profile), stack.namespace)
+
+
 def test_the_check_sees_an_extra_port(manifests, stacks):
     """Negative case: widen one rendered policy and the computed edges change."""
     objects = copy.deepcopy(manifests["prod"])
     policy = next(p for p in of_kind(objects, "NetworkPolicy") if p["metadata"]["name"] == "api-ingress")
     policy["spec"]["ingress"][0]["ports"].append({"port": 22, "protocol": "TCP"})
     endpoints = universe(objects, stacks["prod"].profile)
-    extra = allowed(objects, endpoints, stacks["prod"].namespace) - declared(stacks["prod"], endpoints)
+    extra = allowed(objects, endpoints, stacks["prod"].namespace) - expected_for(objects, stacks["prod"])
     assert ("ingress-controller", "api", 22, "TCP") in extra
 
 
 def test_the_check_sees_a_missing_rule(manifests, stacks):
     objects = [o for o in copy.deepcopy(manifests["prod"]) if o["metadata"]["name"] != "api-ingress"]
     endpoints = universe(objects, stacks["prod"].profile)
-    missing = declared(stacks["prod"], endpoints) - allowed(objects, endpoints, stacks["prod"].namespace)
+    missing = expected_for(objects, stacks["prod"]) - allowed(objects, endpoints, stacks["prod"].namespace)
     assert ("ingress-controller", "api", 8000, "TCP") in missing
 
 
@@ -181,7 +226,7 @@ def test_the_check_sees_a_policy_without_ports(manifests, stacks):
     policy = next(p for p in of_kind(objects, "NetworkPolicy") if p["metadata"]["name"] == "api-ingress")
     del policy["spec"]["ingress"][0]["ports"]
     endpoints = universe(objects, stacks["prod"].profile)
-    extra = allowed(objects, endpoints, stacks["prod"].namespace) - declared(stacks["prod"], endpoints)
+    extra = allowed(objects, endpoints, stacks["prod"].namespace) - expected_for(objects, stacks["prod"])
     assert ("ingress-controller", "api", ANY_PORT, "*") in extra
 
 
@@ -199,14 +244,45 @@ def test_the_check_sees_a_policy_without_ports(manifests, stacks):
     {"worker": {"groups": [{"name": "default", "autoscaling": {"mode": "hpa", "cpu_utilization": 70}}]}},
 ], ids=["operator-monitoring", "external-s3-offsite-internet", "node-local-dns", "alertmanager-existing",
         "alertmanager-bundled-email", "kube-state-metrics", "worker-hpa"])
-def test_switched_on_features_keep_policies_exact(overrides):
-    """The same equality for profile switches the committed envs leave off."""
+def test_switched_on_features_render_exactly_their_declared_connections(overrides):
+    """The renderer renders what the chart declares, for profile switches the committed envs leave off
+    (the expected connections themselves are checked by the literal test below)."""
+    from tests.support.render import render_with
+    stack, objects = render_with("prod", overrides)
+    endpoints = universe(objects, stack.profile)
+    assert allowed(objects, endpoints, stack.namespace) == declared(stack, endpoints)
+
+
+SCRAPED = {("api", 8000), ("postgres", 9187), ("redis", 9121), ("minio", 9327), ("backup-exporter", 9188),
+           ("celery-exporter", 9808)}
+EVERYONE_ON_S3 = ("api", "worker-default", "beat", "migrate", "createsuperuser", "ensure-bucket",
+                  "postgres-backup", "postgres-restore", "restore-drill", "backup-exporter")
+SWITCHED: list[tuple[str, dict[str, Any], set[Edge], set[Edge], tuple[str, ...]]] = [
+    # (id, overrides, edges added to prod's, edges removed from prod's, extra DNS servers)
+    ("operator-monitoring", {"monitoring": {"mode": "operator"}},
+     {("operator-prometheus", name, port, "TCP") for name, port in SCRAPED},
+     {("prometheus", name, port, "TCP") for name, port in SCRAPED} | {("grafana", "prometheus", 9090, "TCP")}, ()),
+    ("alertmanager-existing", {"monitoring": {"alertmanager": {"mode": "existing"}}},
+     {("prometheus", "alertmanager", 9093, "TCP")}, set(), ()),
+    ("external-s3-offsite-internet",
+     {"object_store": {"mode": "external", "external_endpoint": "https://s3.example.net"},
+      "backups": {"offsite": {"enabled": True}}, "network": {"app_internet_egress": True}},
+     {(name, "cidr:0.0.0.0/0", 443, "TCP") for name in (*EVERYONE_ON_S3, "minio-mirror")},
+     {(name, *S3) for name in EVERYONE_ON_S3} | {("prometheus", "minio", 9327, "TCP")}, ()),
+    ("node-local-dns", {"network": {"dns_cidrs": ["169.254.20.10/32"]}}, set(), set(), ("cidr:169.254.20.10/32",)),
+]
+
+
+@pytest.mark.parametrize(("overrides", "added", "removed", "dns"), [c[1:] for c in SWITCHED],
+                         ids=[c[0] for c in SWITCHED])
+def test_switched_on_features_allow_exactly_the_expected_connections(overrides, added, removed, dns):
     from tests.support.render import render_with
     stack, objects = render_with("prod", overrides)
     endpoints = universe(objects, stack.profile)
     computed = allowed(objects, endpoints, stack.namespace)
-    expected = declared(stack, endpoints)
+    expected = with_dns((EXPECTED_EDGES["prod"] - removed) | added, endpoints, stack.namespace, ("dns", *dns))
     assert computed == expected, f"missing {sorted(expected - computed)}; extra {sorted(computed - expected)}"
+    assert computed == declared(stack, endpoints), "the renderer must render exactly its declared connections"
 
 
 def configured_connections(objects: list[dict[str, Any]], namespace: str) -> set[tuple[str, str, int]]:
