@@ -34,6 +34,11 @@ class Api(Construct):
                 f"({GRACEFUL_TIMEOUT_SECONDS}) + 5")
         command = (["python", "manage.py", "runserver", f"0.0.0.0:{HTTP_PORT}"] if config.dev_reload
                    else ["gunicorn", "--config", "gunicorn.conf.py", "config.wsgi"])
+        # gunicorn.conf.py reads these; the dev server does not.
+        gunicorn_env = [] if config.dev_reload else [
+            k8s.EnvVar(name="GUNICORN_WORKERS", value=str(config.gunicorn_workers)),
+            k8s.EnvVar(name="GUNICORN_GRACEFUL_TIMEOUT", value=str(GRACEFUL_TIMEOUT_SECONDS)),
+        ]
         if config.dev_reload:
             # The host's app/ directory replaces the image's /app; the claim binds
             # to the PersistentVolume kind/up.sh makes from kind's extraMount.
@@ -49,11 +54,7 @@ class Api(Construct):
             name="api",
             image=config.image.ref,
             command=command,
-            env=[
-                *app_env,
-                k8s.EnvVar(name="GUNICORN_WORKERS", value=str(config.gunicorn_workers)),
-                k8s.EnvVar(name="GUNICORN_GRACEFUL_TIMEOUT", value=str(GRACEFUL_TIMEOUT_SECONDS)),
-            ],
+            env=[*app_env, *gunicorn_env],
             ports=[Port(name="http", port=HTTP_PORT)],
             probes=Probes(
                 # Up to 150 s for a cold start before liveness takes over.

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from charts.labels import SYNC_WAVES
-from tests.support.manifests import ENVS, of_kind, one, pod_templates
+from tests.support.manifests import ENVS, ROOT, of_kind, one, pod_templates
 from tests.support.render import render_with
 
 
@@ -30,7 +30,10 @@ def test_api_rollout_and_probes(manifests, env):
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     drain = c["lifecycle"]["preStop"]["sleep"]["seconds"]
     grace = api["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    graceful = int(env_of(c)["GUNICORN_GRACEFUL_TIMEOUT"]["value"])
+    # Unset (the dev server), gunicorn.conf.py's own default applies.
+    default = re.search(r'_int\("GUNICORN_GRACEFUL_TIMEOUT", (\d+)\)', (ROOT / "app" / "gunicorn.conf.py").read_text())
+    assert default
+    graceful = int(env_of(c).get("GUNICORN_GRACEFUL_TIMEOUT", {}).get("value", default.group(1)))
     assert drain > 0 and grace > drain + graceful, f"{env}: drain {drain} + gunicorn {graceful} >= grace {grace}"
 
 
