@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import ast
+import re
+
 import pytest
 
-from charts.edge import ACME_SERVERS, PUBLIC_PATHS
-from tests.support.manifests import ENVS, of_kind, one
+from charts.edge import ACME_SERVERS
+from tests.support.manifests import ENVS, ROOT, of_kind, one
 from tests.support.render import render_with
 from tests.support.schemas import NEWEST, validate_builtin, validate_custom
+
+
+def django_public_paths() -> list[str]:
+    """What the app serves, from its own source: the URLconf's top-level
+    prefixes (app/config/urls.py) and STATIC_URL (app/config/settings/base.py)."""
+    urls = ast.parse((ROOT / "app" / "config" / "urls.py").read_text())
+    prefixes = {node.args[0].value for node in ast.walk(urls) if isinstance(node, ast.Call)
+                and getattr(node.func, "id", "") == "path" and isinstance(node.args[0], ast.Constant)}
+    static = re.search(r'^STATIC_URL = "([^"]+)"', (ROOT / "app" / "config" / "settings" / "base.py").read_text(),
+                       re.MULTILINE)
+    assert prefixes and static, "the app's routes could not be read"
+    return sorted("/" + p.strip("/") for p in {*prefixes, static.group(1)})
+
+
+def gunicorn_port() -> int:
+    bind = re.search(r'^bind = "[^:]+:(\d+)"', (ROOT / "app" / "gunicorn.conf.py").read_text(), re.MULTILINE)
+    assert bind
+    return int(bind.group(1))
+
+
+def test_the_app_route_reader_sees_the_known_routes():
+    assert {"/api", "/admin", "/static"} <= set(django_public_paths())
 
 
 def routes(ingress: dict) -> list[tuple[str, str, str, int]]:
@@ -20,7 +45,14 @@ def routes(ingress: dict) -> list[tuple[str, str, str, int]]:
 def test_ingress_routes_only_public_paths_to_the_api(manifests, stacks, env):
     ingress = one(manifests[env], "Ingress", "public")
     domain = stacks[env].profile.domain
-    assert routes(ingress) == sorted((domain, p, "api", 8000) for p in PUBLIC_PATHS)
+    # Every prefix the app serves, and nothing else (/healthz, /readyz and /metrics stay inside).
+    api_port = one(manifests[env], "Service", "api")["spec"]["ports"][0]["port"]
+    assert routes(ingress) == sorted((domain, p, "api", api_port) for p in django_public_paths())
+    service = one(manifests[env], "Service", "api")
+    container = one(manifests[env], "Deployment", "api")["spec"]["template"]["spec"]["containers"][0]
+    target_name = service["spec"]["ports"][0]["targetPort"]
+    (target,) = [p["containerPort"] for p in container["ports"] if p["name"] == target_name]
+    assert target == gunicorn_port(), "the Service must reach the port gunicorn binds"
     assert all(p["pathType"] == "Prefix" for r in ingress["spec"]["rules"] for p in r["http"]["paths"])
     assert ingress["spec"]["tls"] == [{"hosts": [domain], "secretName": stacks[env].profile.edge.tls.secret_name}]
     assert ingress["spec"]["ingressClassName"] == stacks[env].profile.edge.ingress_class
@@ -104,7 +136,7 @@ def test_gateway_api_route_mirrors_the_ingress():
     assert spec["hostnames"] == [stack.profile.domain]
     assert spec["parentRefs"] == [{"name": "public-gw", "namespace": "gateways"}]
     (rule,) = spec["rules"]
-    assert sorted(m["path"]["value"] for m in rule["matches"]) == sorted(PUBLIC_PATHS)
+    assert sorted(m["path"]["value"] for m in rule["matches"]) == django_public_paths()
     assert rule["backendRefs"] == [{"name": "api", "port": 8000}]
 
 
