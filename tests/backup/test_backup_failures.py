@@ -160,6 +160,27 @@ def test_pg_dump_killed_mid_stream_publishes_nothing(
     assert s3.keys(bucket) == [], "neither a final nor a temporary object may remain"
 
 
+def test_a_stage_failing_in_the_middle_of_the_pipe_fails_the_backup(
+    postgres: Postgres, s3: S3Server, seeded_db: SeededDatabase, tmp_path
+) -> None:
+    """pg_dump | tee | rclone: the middle stage passes 200 kB on, then fails.
+    rclone sees a clean end of input and would publish a truncated dump; the
+    script must notice the broken stage, fail, and leave nothing behind."""
+    bucket = s3.make_bucket("midpipe", versioned=True)
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    real_tee = subprocess.run(["sh", "-c", "command -v tee"], capture_output=True, text=True, check=True).stdout.strip()
+    broken_tee = fake_bin / "tee"
+    broken_tee.write_text(f"#!/bin/sh\nhead -c 200000 | {real_tee} \"$@\"\nexit 1\n")
+    broken_tee.chmod(0o755)
+    env = script_env(postgres, s3, bucket, seeded_db.name)
+    env["PATH"] = f"{fake_bin}:{env['PATH']}"
+    result = run_script("pg-backup", env, timeout=120)
+    assert result.returncode == 1, f"a broken middle stage must fail the backup: {result.stderr}"
+    assert re.search(r"pg-backup: error: (pg_dump failed|dump stream failed)", last_line(result.stderr)), result.stderr
+    assert s3.keys(bucket) == [], "a failed stream left objects in the bucket"
+
+
 def stamp(age_days: float, now: float) -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now - age_days * 86400))
 
