@@ -44,6 +44,15 @@ def standard_groups(**settings: Any) -> list[m.RuleGroup]:
     return m.alert_groups(jobs, m.AlertSettings(namespace=NAMESPACE, **settings))
 
 
+# The optional targets, scraped when the profile names them; the promtool cases cover their alerts too.
+OPTIONAL_JOBS = {"ingress-controller": "ingress-controller", "cert-manager": "cert-manager"}
+
+
+def unit_test_groups(**settings: Any) -> list[m.RuleGroup]:
+    jobs = {metrics: [(job, NAMESPACE)] for metrics, job in {**STANDARD_JOBS, **OPTIONAL_JOBS}.items()}
+    return m.alert_groups(jobs, m.AlertSettings(namespace=NAMESPACE, **settings))
+
+
 def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     assert PROMTOOL
     return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
@@ -186,7 +195,7 @@ def test_a_rule_naming_an_unlisted_metric_is_rejected(monkeypatch):
 def test_promtool_rule_unit_tests(tmp_path):
     """The alerts fire on synthetic series and stay silent on healthy ones."""
     assert UNIT_TESTS, "no tests/monitoring/*.test.yaml"
-    rules = m.rules_document(standard_groups(database_volume_size="10Gi"), NAMESPACE)
+    rules = m.rules_document(unit_test_groups(database_volume_size="10Gi"), NAMESPACE)
     (tmp_path / m.RULES_FILE).write_text(m.dump_yaml(rules))
     for test in UNIT_TESTS:
         shutil.copy(test, tmp_path / test.name)
@@ -197,7 +206,7 @@ def test_promtool_rule_unit_tests(tmp_path):
 @needs_promtool
 def test_promtool_unit_tests_catch_a_broken_rule(tmp_path):
     """Negative case: with the backlog threshold raised, the backlog test must fail."""
-    rules = m.rules_document(standard_groups(database_volume_size="10Gi", queue_backlog=1000), NAMESPACE)
+    rules = m.rules_document(unit_test_groups(database_volume_size="10Gi", queue_backlog=1000), NAMESPACE)
     (tmp_path / m.RULES_FILE).write_text(m.dump_yaml(rules))
     for test in UNIT_TESTS:
         shutil.copy(test, tmp_path / test.name)
@@ -539,3 +548,27 @@ def test_alerts_go_to_an_alertmanager_when_configured(tmp_path):
                                                "type": "A", "port": 9093}]
     assert ("prometheus", "alertmanager", 9093) in {(c.source.key, c.target.key, c.port)
                                                     for c in stack.network.connections}
+
+
+def unit_test_coverage() -> tuple[set[str], set[str]]:
+    """(alerts some promtool case expects to fire, alerts some case expects silent
+    without firing them anywhere in that case)."""
+    fires: set[str] = set()
+    silent: set[str] = set()
+    for path in UNIT_TESTS:
+        for case in yaml.safe_load(path.read_text())["tests"]:
+            checks = case.get("alert_rule_test", [])
+            firing = {c["alertname"] for c in checks if c.get("exp_alerts")}
+            fires |= firing
+            silent |= {c["alertname"] for c in checks if not c.get("exp_alerts")} - firing
+    return fires, silent
+
+
+def test_every_alert_fires_in_a_promtool_case_and_stays_silent_when_healthy():
+    """test_promtool_rule_unit_tests runs the cases; this makes sure each alert has both kinds."""
+    fires, silent = unit_test_coverage()
+    # "minio" renders the same alerts as "seaweedfs" (another server behind the same job).
+    assert set(m.GENERATORS) - {"minio"} == set(STANDARD_JOBS) | set(OPTIONAL_JOBS), "a new target needs cases"
+    for alert in (a.name for g in unit_test_groups(database_volume_size="10Gi") for a in g.alerts):
+        assert alert in fires, f"{alert}: no promtool case fires it (tests/monitoring/*.test.yaml)"
+        assert alert in silent, f"{alert}: no promtool case shows it silent on healthy series"
