@@ -35,7 +35,10 @@ def test_one_application_per_managed_env(argocd, stacks):
         assert app["spec"]["destination"]["namespace"] == stacks[env].namespace
         assert app["spec"]["source"]["directory"] == {"recurse": False}
         assert "ServerSideApply=true" in app["spec"]["syncPolicy"]["syncOptions"]
-        assert (ROOT / "dist" / env).is_dir()
+        # The path Argo CD syncs holds this env's render: its namespace and workloads.
+        synced = load_dir(ROOT / app["spec"]["source"]["path"])
+        assert [o["metadata"]["name"] for o in synced if o["kind"] == "Namespace"] == [stacks[env].namespace]
+        assert any(o["kind"] == "Deployment" and o["metadata"]["name"] == "api" for o in synced)
 
 
 def test_stage_syncs_itself_and_prod_waits_for_a_person(argocd):

@@ -50,8 +50,10 @@ def test_prod_api_scales_and_has_a_disruption_budget(manifests):
 
 def test_prod_worker_has_a_disruption_budget():
     _stack, objects = render_with("prod", {"worker": {"groups": [{"name": "default", "replicas": 2}]}})
-    names = {p["metadata"]["name"] for p in of_kind(objects, "PodDisruptionBudget")}
-    assert "worker-default" in names
+    pdbs = {p["metadata"]["name"]: p for p in of_kind(objects, "PodDisruptionBudget")}
+    worker = one(objects, "Deployment", "worker-default")
+    assert pdbs["worker-default"]["spec"]["selector"]["matchLabels"] == worker["spec"]["selector"]["matchLabels"]
+    assert pdbs["worker-default"]["spec"]["maxUnavailable"] == 1, "one worker may go at a time, never none"
 
 
 @pytest.mark.parametrize("env", ENVS)

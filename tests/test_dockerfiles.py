@@ -6,10 +6,13 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from tests.support.manifests import ROOT
 
-DOCKERFILES = sorted(p for p in (ROOT / "app" / "Dockerfile", ROOT / "backup" / "Dockerfile") if p.exists())
+# Every image CI builds (.github/workflows/images.yml); a missing Dockerfile fails here.
+_MATRIX = yaml.safe_load((ROOT / ".github" / "workflows" / "images.yml").read_text())["jobs"]["build"]["strategy"]
+DOCKERFILES = sorted(ROOT / entry["context"] / "Dockerfile" for entry in _MATRIX["matrix"]["include"])
 HADOLINT = shutil.which("hadolint") or str(ROOT / ".venv" / "bin" / "hadolint")
 
 
@@ -26,6 +29,10 @@ def test_image_runs_as_a_high_uid(dockerfile):
     assert users, f"{dockerfile}: no USER"
     uid = int(users[-1].split(":")[0])
     assert uid >= 10000, f"{dockerfile}: runs as {uid}"
+
+
+def test_the_images_ci_builds_are_the_app_and_the_backup_tools():
+    assert [p.relative_to(ROOT).as_posix() for p in DOCKERFILES] == ["app/Dockerfile", "backup/Dockerfile"]
 
 
 def test_hadolint_catches_a_bad_dockerfile(tmp_path):

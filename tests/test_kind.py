@@ -90,7 +90,11 @@ def test_ingress_controller_lands_on_the_mapped_node(node) -> None:
 
 def test_source_mount_feeds_the_app_source_volume(node, source_pv) -> None:
     mount = one_mount(node)
-    assert (ROOT / mount["hostPath"]).is_dir() and mount["hostPath"] == "app", "relative to the repo root"
+    assert mount["hostPath"] == "app", "relative to the repo root"
+    # What the dev server runs from the mount: manage.py and the settings module dev names.
+    module = profile_with("dev", {}).api.settings_module
+    assert (ROOT / mount["hostPath"] / "manage.py").is_file()
+    assert (ROOT / mount["hostPath"] / (module.replace(".", "/") + ".py")).is_file(), module
     assert mount.get("readOnly") is True, "the cluster never writes to your source"
     assert source_pv["spec"]["local"]["path"] == mount["containerPath"]
     terms = source_pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
@@ -172,8 +176,10 @@ def test_images_built_are_the_ones_dist_dev_uses() -> None:
     profile = module.profile_for("dev")
     images = module.built_images(profile, module.rendered_objects("dev"))
     assert images == [("app/", profile.api.image.ref), ("backup/", profile.backups.image.ref)]
-    for context, _ref in images:
-        assert (ROOT / context / "Dockerfile").exists(), f"{context}Dockerfile"
+    # The contexts CI builds and lints (images.yml, tests/test_dockerfiles.py).
+    build = yaml.safe_load((ROOT / ".github" / "workflows" / "images.yml").read_text())["jobs"]["build"]
+    contexts = sorted(f"{entry['context']}/" for entry in build["strategy"]["matrix"]["include"])
+    assert sorted(c for c, _ref in images) == contexts
     assert module.rendered_jobs(module.rendered_objects("dev")), "the one-shot Jobs up.sh re-runs"
 
 
