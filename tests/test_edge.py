@@ -7,7 +7,6 @@ import re
 
 import pytest
 
-from charts.edge import ACME_SERVERS
 from tests.support.manifests import ENVS, ROOT, of_kind, one
 from tests.support.render import render_with
 from tests.support.schemas import NEWEST, validate_builtin, validate_custom
@@ -77,11 +76,13 @@ def test_hsts_in_prod_not_in_dev(manifests):
     assert "nginx.org/hsts" not in dev
 
 
-@pytest.mark.parametrize(("env", "server"), [("stage", "letsencrypt-staging"), ("prod", "letsencrypt")])
+# Let's Encrypt's ACME directories (letsencrypt.org/docs/acme-protocol-updates, /docs/staging-environment).
+@pytest.mark.parametrize(("env", "server"), [("stage", "https://acme-staging-v02.api.letsencrypt.org/directory"),
+                                             ("prod", "https://acme-v02.api.letsencrypt.org/directory")])
 def test_acme_issuer_per_env(manifests, stacks, env, server):
     (issuer,) = of_kind(manifests[env], "ClusterIssuer")
     acme = issuer["spec"]["acme"]
-    assert acme["server"] == ACME_SERVERS[server]
+    assert acme["server"] == server
     assert acme["email"] == stacks[env].profile.edge.tls.acme_email
     assert acme["solvers"][0]["http01"]["ingress"]["ingressClassName"] == "nginx"
     annotations = one(manifests[env], "Ingress", "public")["metadata"]["annotations"]
