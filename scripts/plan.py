@@ -542,6 +542,9 @@ def _service_selection(ctx: Context) -> Iterator[Finding]:
                               "(it did before): the Service loses its endpoints")
 
 
+_RESOURCE_PATH = re.compile(r"containers\[(?P<container>[^\]]+)\]\.resources\.(?P<what>\w+\.[\w.-]+)$")
+
+
 def _summary(key: Key, old: Manifest | None, new: Manifest | None, limit: int = 4) -> str:
     if old is None:
         return "new"
@@ -557,8 +560,9 @@ def _summary(key: Key, old: Manifest | None, new: Manifest | None, limit: int = 
     for path, a, b in changes(old, new):
         if path.endswith(".image") and ".containers[" in path:
             continue
-        if "resources" in path.split(".")[-3:] or ".resources." in path:
-            rest.insert(0, f"{path.split('containers')[-1].lstrip('[')} {short(a, 20)} -> {short(b, 20)}")
+        resource = _RESOURCE_PATH.search(path)
+        if resource:
+            parts.append(f"resources {resource['container']}: {resource['what']} {short(a, 20)} -> {short(b, 20)}")
         elif key[1] in ("ConfigMap", "Secret") and path.startswith(("data.", "stringData.")):
             rest.append(f"{path} {'added' if a is None else 'removed' if b is None else 'changed'}")
         else:

@@ -607,3 +607,12 @@ def test_json_of_findings_is_stable() -> None:
     first = plan([deployment(), statefulset(size="10Gi")], [deployment(replicas=0), statefulset(size="20Gi")])
     second = plan([statefulset(size="10Gi"), deployment()], [statefulset(size="20Gi"), deployment(replicas=0)])
     assert json.dumps([f.__dict__ for f in first]) == json.dumps([f.__dict__ for f in second])
+
+
+def test_routine_changes_are_summarised_per_object() -> None:
+    before = [deployment(image="app:1"), configmap("a=1")]
+    bigger = edit(deployment(image="app:2"), lambda o: o["spec"]["template"]["spec"]["containers"][0]["resources"]
+                  ["requests"].update(cpu="500m"))
+    findings = {f.object: f.change for f in plan(before, [bigger, configmap("a=2")])}
+    assert findings == {"Deployment/web": "image app: app:1 -> app:2; resources app: requests.cpu 100m -> 500m",
+                        "ConfigMap/web-config": "data.app.ini changed"}
