@@ -253,6 +253,12 @@ def test_ci_plans_every_env_on_pull_requests_and_posts_the_markdown() -> None:
     assert job["permissions"] == {"contents": "read", "pull-requests": "write"}
     checkout = job["steps"][0]
     assert checkout["with"]["fetch-depth"] == 0, "the base branch's dist/ is read from git history"
+    plan_step = next(s for s in job["steps"] if s.get("id") == "plan")
+    # The command `make plan ENV=... BASE=... FORMAT=markdown` runs (make itself would turn 3 into 2).
+    made = make("-n", "plan", "ENV=$$name", "BASE=origin/$$BASE_REF", "FORMAT=markdown").stdout.splitlines()[-1]
+    assert made == ".venv/bin/python scripts/plan.py --env $name --base origin/$BASE_REF --format markdown"
+    assert ('.venv/bin/python scripts/plan.py --env "$name" --base "origin/$BASE_REF" --format markdown'
+            in plan_step["run"])
     post = next(s for s in job["steps"] if "gh pr comment" in s.get("run", ""))
     assert "--body-file plan.md" in post["run"] and post["continue-on-error"] is True
     last = job["steps"][-1]
