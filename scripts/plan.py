@@ -565,6 +565,8 @@ def _summary(key: Key, old: Manifest | None, new: Manifest | None, limit: int = 
             parts.append(f"resources {resource['container']}: {resource['what']} {short(a, 20)} -> {short(b, 20)}")
         elif key[1] in ("ConfigMap", "Secret") and path.startswith(("data.", "stringData.")):
             rest.append(f"{path} {'added' if a is None else 'removed' if b is None else 'changed'}")
+        elif a is None or b is None:
+            rest.append(f"{path} {'added' if a is None else 'removed'}")
         else:
             rest.append(f"{path} {short(a, 30)} -> {short(b, 30)}")
     shown = parts + rest
