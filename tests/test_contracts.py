@@ -266,6 +266,16 @@ def test_the_redis_exporters_use_the_server_password(manifests, env):
     assert secret_ref(celery_exporter, "REDIS_PASSWORD") == secret_ref(server, "REDIS_PASSWORD")
     for where, container in app_containers(objects):
         assert secret_ref(container, "REDIS_PASSWORD") == secret_ref(server, "REDIS_PASSWORD"), where
+    # KEDA reads queue lengths from the same server with the same password.
+    for auth in of_kind(objects, "TriggerAuthentication"):
+        refs = {r["parameter"]: (r["name"], r["key"]) for r in auth["spec"]["secretTargetRef"]}
+        assert refs["password"] == secret_ref(server, "REDIS_PASSWORD")
+    redis_port = {p["name"]: p["port"] for p in one(objects, "Service", "redis")["spec"]["ports"]}["redis"]
+    for scaled in of_kind(objects, "ScaledObject"):
+        for trigger in scaled["spec"]["triggers"]:
+            if trigger["type"] == "redis":
+                host, port = trigger["metadata"]["address"].rsplit(":", 1)
+                assert host.split(".")[0] == "redis" and int(port) == redis_port, trigger["metadata"]["address"]
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -307,7 +317,8 @@ def test_every_loopback_address_is_a_port_in_the_same_pod(manifests, env):
 
 # The app serves /metrics on its HTTP port (ProbeMiddleware, app/config/urls.py);
 # every other workload has a port named "metrics".
-METRICS_PORT_NAME = {"api": "http"}
+# Alertmanager serves /metrics on its web port (--web.listen-address).
+METRICS_PORT_NAME = {"api": "http", "alertmanager": "http"}
 
 
 @pytest.mark.parametrize("env", ENVS)

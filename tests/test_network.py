@@ -154,7 +154,11 @@ EXPECTED_EDGES: dict[str, set[Edge]] = {
     # reach cert-manager's HTTP-01 solver pods.
     "dev": COMMON_EDGES | {("prometheus", "ingress-controller", 9113, "TCP")},
     "stage": COMMON_EDGES | {("ingress-controller", "acme-solver", 8089, "TCP")},
-    "prod": COMMON_EDGES | {("ingress-controller", "acme-solver", 8089, "TCP")},
+    # prod also runs the bundled Alertmanager (receivers over HTTPS) and KEDA,
+    # which reads the queue lengths from Redis.
+    "prod": COMMON_EDGES | {("ingress-controller", "acme-solver", 8089, "TCP"),
+                            ("prometheus", "alertmanager", 9093, "TCP"), ("alertmanager", "cidr:0.0.0.0/0", 443, "TCP"),
+                            ("keda-operator", "redis", 6379, "TCP")},
 }
 DNS_PORT = 53
 
@@ -259,11 +263,15 @@ EVERYONE_ON_S3 = ("api", "worker-default", "beat", "migrate", "createsuperuser",
                   "postgres-backup", "postgres-restore", "restore-drill", "backup-exporter")
 SWITCHED: list[tuple[str, dict[str, Any], set[Edge], set[Edge], tuple[str, ...]]] = [
     # (id, overrides, edges added to prod's, edges removed from prod's, extra DNS servers)
-    ("operator-monitoring", {"monitoring": {"mode": "operator"}},
+    ("operator-monitoring", {"monitoring": {"mode": "operator", "alertmanager": {"mode": "off"}}},
      {("operator-prometheus", name, port, "TCP") for name, port in SCRAPED},
-     {("prometheus", name, port, "TCP") for name, port in SCRAPED} | {("grafana", "prometheus", 9090, "TCP")}, ()),
+     {("prometheus", name, port, "TCP") for name, port in SCRAPED} | {("grafana", "prometheus", 9090, "TCP"),
+                                                                      ("prometheus", "alertmanager", 9093, "TCP"),
+                                                                      ("alertmanager", "cidr:0.0.0.0/0", 443, "TCP")},
+     ()),
+    # The cluster's Alertmanager (same name, other namespace) instead of the bundled one.
     ("alertmanager-existing", {"monitoring": {"alertmanager": {"mode": "existing"}}},
-     {("prometheus", "alertmanager", 9093, "TCP")}, set(), ()),
+     set(), {("alertmanager", "cidr:0.0.0.0/0", 443, "TCP")}, ()),
     ("external-s3-offsite-internet",
      {"object_store": {"mode": "external", "external_endpoint": "https://s3.example.net"},
       "backups": {"offsite": {"enabled": True}}, "network": {"app_internet_egress": True}},
