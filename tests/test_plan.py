@@ -616,3 +616,40 @@ def test_routine_changes_are_summarised_per_object() -> None:
     findings = {f.object: f.change for f in plan(before, [bigger, configmap("a=2")])}
     assert findings == {"Deployment/web": "image app: app:1 -> app:2; resources app: requests.cpu 100m -> 500m",
                         "ConfigMap/web-config": "data.app.ini changed"}
+
+
+LIVE_FIXTURE = ROOT / "tests" / "fixtures" / "plan" / "kubectl-get-statefulset.yaml"
+
+
+def fixture_get(path: Path) -> Callable[[str, str, str, str | None], list[Obj]]:
+    """kubectl_get's stand-in: the items of a `kubectl get -o yaml` List, by kind."""
+    listed = yaml.safe_load(path.read_text())
+    assert listed["kind"] == "List"
+
+    def get(_context: str, group: str, kind: str, namespace: str | None) -> list[Obj]:
+        return [copy.deepcopy(i) for i in listed["items"] if i["kind"] == kind
+                and (i["apiVersion"].split("/")[0] if "/" in i["apiVersion"] else "") == group
+                and (namespace is None or i["metadata"].get("namespace") == namespace)]
+    return get
+
+
+def test_live_objects_in_kubectl_shape_equal_the_render_they_came_from() -> None:
+    from scripts.plan import live_objects
+
+    desired = [statefulset(), service()]
+    live = live_objects("ctx", NS, "shop-prod", desired, get=fixture_get(LIVE_FIXTURE))
+    # The claim the StatefulSet made is not a deletion; defaults and status are not changes.
+    assert sorted(f"{o['kind']}/{o['metadata']['name']}" for o in live) == ["Service/web", "StatefulSet/db"]
+    assert plan(live, desired) == []
+
+
+def test_live_objects_in_kubectl_shape_show_the_grown_volume_as_rejected() -> None:
+    from scripts.plan import live_objects
+
+    grown = [statefulset(size="20Gi"), service(cluster_ip="None")]
+    live = live_objects("ctx", NS, "shop-prod", grown, get=fixture_get(LIVE_FIXTURE))
+    above = {(f.risk, f.object): f for f in plan(live, grown) if f.risk != OK}
+    assert set(above) == {(R, "StatefulSet/db"), (R, "Service/web")}
+    assert above[(R, "StatefulSet/db")].remedy[0] == (
+        """kubectl -n shop patch pvc data-db-0 -p '{"spec":{"resources":{"requests":{"storage":"20Gi"}}}}'""")
+    assert "10.96.141.7 -> None" in above[(R, "Service/web")].change
