@@ -8,6 +8,7 @@ name and the key path; cross-field and per-environment rules live in
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -590,6 +591,27 @@ class GatewayConfig:
     section_name: str | None = None
 
 
+def cidr_list(value: tuple[str, ...]) -> None:
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=True)
+        except ValueError:
+            raise ValueError(f"each entry must be a network like 203.0.113.0/24 with no host bits set "
+                             f"(got {item!r})") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdminAccessConfig:
+    """Who reaches /admin/ at the edge (the Django login throttle comes after)."""
+
+    # Client networks allowed to reach the admin; empty: anyone (dev only).
+    allow_cidrs: tuple[str, ...] = check(cidr_list, default=())
+    # Serve the admin on its own host (DNS and certificate of its own). The
+    # F5 NGINX Ingress Controller serves one Ingress per host, so an
+    # allow-list for the admin alone needs this there.
+    host: str | None = check(lambda v: None if v is None else dns_name(v), default=None)
+
+
 @dataclass(frozen=True, kw_only=True)
 class EdgeConfig:
     # nginx-inc: F5 NGINX Ingress Controller (maintained, default).
@@ -608,6 +630,7 @@ class EdgeConfig:
     controller_pod_labels: Mapping[str, str] = field(
         default_factory=lambda: frozen_map(**{"app.kubernetes.io/name": "nginx-ingress"}))
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    admin: AdminAccessConfig = field(default_factory=AdminAccessConfig)
 
     @property
     def body_size_bytes(self) -> int:
@@ -618,6 +641,11 @@ class EdgeConfig:
     def __post_init__(self) -> None:
         if not self.controller_pod_labels:
             raise ValueError("controller_pod_labels must name at least one label")
+        if self.controller == "nginx-inc" and self.admin.allow_cidrs and not self.admin.host:
+            # internal/k8s: one Ingress per host unless master/minion
+            # mergeable Ingresses, which cert-manager's in-place solver breaks.
+            raise ValueError("admin.host is required with admin.allow_cidrs for controller 'nginx-inc' "
+                             "(it serves one Ingress per host)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -776,6 +804,14 @@ def real_tls(profile: Profile) -> tuple[str, str] | None:
     return None
 
 
+def admin_restricted(profile: Profile) -> tuple[str, str] | None:
+    """Stage and prod: /admin/ only from the listed client networks."""
+    if not profile.edge.admin.allow_cidrs:
+        tier = getattr(profile, "tier", profile.name)
+        return "edge.admin.allow_cidrs", f"must list the client networks allowed to reach /admin/ in {tier}"
+    return None
+
+
 def production_acme(profile: Profile) -> tuple[str, str] | None:
     if profile.edge.tls.acme_server != "letsencrypt":
         return "edge.tls.acme_server", (f"must be 'letsencrypt' in the {profile.tier} tier "
@@ -803,9 +839,9 @@ def alerts_delivered(profile: Profile) -> tuple[str, str] | None:
 # Rules by tier, not by environment name.
 RULES: dict[str, tuple[Rule, ...]] = {
     "dev": (),
-    "stage": (images_pinned, no_dev_server, real_tls),
+    "stage": (images_pinned, no_dev_server, real_tls, admin_restricted),
     "prod": (images_pinned, no_dev_server, real_tls, production_acme, api_highly_available,
-             alerts_delivered),
+             alerts_delivered, admin_restricted),
 }
 
 

@@ -69,13 +69,15 @@ class StackChart(cdk8s.Chart):
         self.redis = Redis(self, "redis", stack=stack, config=profile.redis)
         self.object_store = ObjectStore(self, "object-store", stack=stack, config=profile.object_store)
 
+        # The admin may have a host of its own (edge.admin.host).
+        hosts = [profile.domain, *([profile.edge.admin.host] if profile.edge.admin.host else [])]
         # What every process of the app reads (api, workers, beat, migrate).
         app_env = [
             env("ENV", profile.name),
             env("DOMAIN", profile.domain),
             env("DJANGO_SETTINGS_MODULE", profile.api.settings_module),
-            env("ALLOWED_HOSTS", profile.domain),
-            env("CSRF_TRUSTED_ORIGINS", f"https://{profile.domain}"),
+            env("ALLOWED_HOSTS", ",".join(hosts)),
+            env("CSRF_TRUSTED_ORIGINS", ",".join(f"https://{host}" for host in hosts)),
             env("MAX_UPLOAD_SIZE", str(profile.edge.body_size_bytes)),
             # Task events feed the Celery exporter (monitoring).
             env("CELERY_WORKER_SEND_TASK_EVENTS", "true"),

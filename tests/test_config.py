@@ -67,6 +67,17 @@ BAD_PROFILES = [
     ("stage-local-ca", "stage.yaml", "    acme_server: letsencrypt-staging",
      "    acme_server: letsencrypt-staging\n    mode: local-ca", "edge.tls.mode", "acme"),
     ("external-secrets-without-store", "prod.yaml", "  store: vibearena\n", "", "secrets", "store"),
+    ("admin-cidr-host-bits", "prod.yaml", '"10.0.0.0/8"', '"10.0.0.1/8"', "edge.admin.allow_cidrs",
+     "no host bits"),
+    ("admin-cidr-garbage", "prod.yaml", '"10.0.0.0/8"', '"office"', "edge.admin.allow_cidrs", "'office'"),
+    ("admin-cidrs-not-a-list", "prod.yaml", 'allow_cidrs: ["10.0.0.0/8"]', "allow_cidrs: 10.0.0.0/8",
+     "edge.admin.allow_cidrs", "expected a list"),
+    ("admin-bad-host", "prod.yaml", "host: admin.vibearena.example.com", "host: Admin_Host",
+     "edge.admin.host", "DNS name"),
+    ("prod-admin-open", "prod.yaml", 'allow_cidrs: ["10.0.0.0/8"]', "allow_cidrs: []",
+     "edge.admin.allow_cidrs", "client networks"),
+    ("nginx-inc-admin-same-host", "prod.yaml", "    host: admin.vibearena.example.com\n", "",
+     "edge", "admin.host is required"),
     ("malformed-yaml", "dev.yaml", "namespace: vibearena-dev", "namespace: [vibearena-dev", "", "malformed YAML"),
 ]
 

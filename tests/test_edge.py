@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from charts.edge import ACME_SERVERS, PUBLIC_PATHS
+from charts.edge import ACME_SERVERS
 from tests.support.manifests import ENVS, of_kind, one
 from tests.support.render import render_with
 from tests.support.schemas import NEWEST, validate_builtin, validate_custom
@@ -20,7 +20,9 @@ def routes(ingress: dict) -> list[tuple[str, str, str, int]]:
 def test_ingress_routes_only_public_paths_to_the_api(manifests, stacks, env):
     ingress = one(manifests[env], "Ingress", "public")
     domain = stacks[env].profile.domain
-    assert routes(ingress) == sorted((domain, p, "api", 8000) for p in PUBLIC_PATHS)
+    # Stage and prod serve /admin on its own, restricted Ingress (test_admin_edge.py).
+    expected = ("/api", "/admin", "/static") if env == "dev" else ("/api", "/static")
+    assert routes(ingress) == sorted((domain, p, "api", 8000) for p in expected)
     assert all(p["pathType"] == "Prefix" for r in ingress["spec"]["rules"] for p in r["http"]["paths"])
     assert ingress["spec"]["tls"] == [{"hosts": [domain], "secretName": stacks[env].profile.edge.tls.secret_name}]
     assert ingress["spec"]["ingressClassName"] == stacks[env].profile.edge.ingress_class
@@ -104,7 +106,8 @@ def test_gateway_api_route_mirrors_the_ingress():
     assert spec["hostnames"] == [stack.profile.domain]
     assert spec["parentRefs"] == [{"name": "public-gw", "namespace": "gateways"}]
     (rule,) = spec["rules"]
-    assert sorted(m["path"]["value"] for m in rule["matches"]) == sorted(PUBLIC_PATHS)
+    # Gateway API has no standard client allow-list: the restricted admin stays off the route.
+    assert sorted(m["path"]["value"] for m in rule["matches"]) == ["/api", "/static"]
     assert rule["backendRefs"] == [{"name": "api", "port": 8000}]
 
 
