@@ -50,6 +50,9 @@ class Image:
     repository: str = check(non_empty)
     tag: str = check(matches(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|sha256:[a-f0-9]{64}",
                              "must be an image tag or sha256:<digest>"), default="")
+    # The source commit a digest-pinned image was built from (cd.yml records it).
+    revision: str | None = check(lambda v: None if v is None or re.fullmatch(r"[0-9a-f]{40}", v)
+                                 else _raise(f"must be a 40-character commit id (got {v!r})"), default=None)
 
     @property
     def ref(self) -> str:
@@ -59,6 +62,10 @@ class Image:
     @property
     def pinned(self) -> bool:
         return bool(self.tag) and self.tag != "latest"
+
+    @property
+    def by_digest(self) -> bool:
+        return self.tag.startswith("sha256:")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -378,6 +385,9 @@ class BackupConfig:
                                  default="45 2 * * *")
     drill_schedule: str = check(matches(r"(\S+\s+){4}\S+", "must be a 5-field cron expression"),
                                 default="30 4 * * 0")
+    # Dump retention (backup-prune), after the nightly dump.
+    prune_schedule: str = check(matches(r"(\S+\s+){4}\S+", "must be a 5-field cron expression"),
+                                default="15 4 * * *")
     restore_drill: bool = True
     time_zone: str = check(matches(r"[A-Za-z_]+(/[A-Za-z0-9_+-]+)*", "must be an IANA time zone"),
                            default="Etc/UTC")
@@ -622,8 +632,10 @@ class EdgeConfig:
     rate_limit: str = check(matches(RATE_PATTERN, "must look like 10r/s or 600r/m"), default="10r/s")
     rate_limit_burst: int = check(between(0, 10000), default=20)
     body_size: str = check(matches(SIZE_PATTERN, "must be a size like 50m, 512k or 1g"), default="50m")
+    # Strict-Transport-Security, sent by Django (DJANGO_HSTS_*), not the controller.
     hsts: bool = True
     hsts_max_age_seconds: int = check(at_least(0), default=31536000)
+    hsts_include_subdomains: bool = True
     tls: TlsConfig = field(default_factory=TlsConfig)
     # Where the controller's pods run, for the NetworkPolicy that admits them.
     controller_namespace: str = check(dns_label, default="nginx-ingress")
@@ -666,6 +678,10 @@ class SecretsConfig:
     # external-secrets: an ExternalSecret pulls it from a ClusterSecretStore.
     provider: Literal["existing", "external-secrets"] = "existing"
     name: str = check(dns_label, default="vibearena-secrets")
+    # ClusterSecretStore: one per env, restricted to the env's namespace with
+    # spec.conditions[].namespaces (docs/security.md). SecretStore: lives in
+    # the env's namespace, so no other namespace can use it.
+    store_kind: Literal["ClusterSecretStore", "SecretStore"] = "ClusterSecretStore"
     store: str | None = None
     remote_key: str | None = None
     refresh_interval: str = check(matches(r"[0-9]+[smh]", "must be a duration like 1h"), default="1h")
@@ -781,6 +797,16 @@ def images_pinned(profile: Profile) -> tuple[str, str] | None:
     return None
 
 
+def images_by_digest(profile: Profile) -> tuple[str, str] | None:
+    """Prod tier: a tag can be pushed again, a digest cannot change (images.yml
+    records the digests of the app images; cd.yml pins stage to them)."""
+    tier = getattr(profile, "tier", profile.name)
+    for path, image in profile.images().items():
+        if not image.by_digest:
+            return f"{path}.tag", f"must be a sha256:<digest> in {tier} (got {image.tag!r})"
+    return None
+
+
 def api_highly_available(profile: Profile) -> tuple[str, str] | None:
     api = profile.api
     smallest = api.autoscaling.min_replicas if api.autoscaling.enabled else api.replicas
@@ -801,6 +827,41 @@ def no_dev_server(profile: Profile) -> tuple[str, str] | None:
 def real_tls(profile: Profile) -> tuple[str, str] | None:
     if profile.edge.tls.mode != "acme":
         return "edge.tls.mode", f"must be 'acme' in the {profile.tier} tier (a local CA is for dev only)"
+    return None
+
+
+def secret_stores_apart(profiles: list[Profile]) -> tuple[str, str, str] | None:
+    """Across envs: no two server-tier envs read secrets through the same
+    ClusterSecretStore, nor the same remote entry. Returns (env, key, message)."""
+    seen_stores: dict[str, str] = {}
+    seen_entries: dict[tuple[str, str], str] = {}
+    for profile in sorted(profiles, key=lambda p: p.name):
+        secrets = profile.secrets
+        if secrets.provider != "external-secrets" or getattr(profile, "tier", profile.name) not in ("stage", "prod"):
+            continue
+        if secrets.store_kind == "ClusterSecretStore" and secrets.store in seen_stores:
+            return (profile.name, "secrets.store",
+                    f"ClusterSecretStore {secrets.store!r} is also used by {seen_stores[secrets.store]}; "
+                    "give each env its own store (restricted to its namespace)")
+        entry = (secrets.store or "", secrets.remote_key or "")
+        if entry in seen_entries:
+            return (profile.name, "secrets.remote_key",
+                    f"{secrets.remote_key!r} in store {secrets.store!r} is also read by {seen_entries[entry]}")
+        if secrets.store_kind == "ClusterSecretStore":
+            seen_stores[secrets.store or ""] = profile.name
+        seen_entries[entry] = profile.name
+    return None
+
+
+SERVER_SETTINGS_MODULES = ("config.settings.stage", "config.settings.prod")
+
+
+def server_settings_module(profile: Profile) -> tuple[str, str] | None:
+    """Stage and prod tiers: never the dev settings (DEBUG on, no HTTPS)."""
+    if profile.api.settings_module not in SERVER_SETTINGS_MODULES:
+        tier = getattr(profile, "tier", profile.name)
+        return "api.settings_module", (f"must be one of {', '.join(SERVER_SETTINGS_MODULES)} in {tier} "
+                                       f"(got {profile.api.settings_module!r})")
     return None
 
 
@@ -839,9 +900,9 @@ def alerts_delivered(profile: Profile) -> tuple[str, str] | None:
 # Rules by tier, not by environment name.
 RULES: dict[str, tuple[Rule, ...]] = {
     "dev": (),
-    "stage": (images_pinned, no_dev_server, real_tls, admin_restricted),
+    "stage": (images_pinned, no_dev_server, real_tls, admin_restricted, server_settings_module),
     "prod": (images_pinned, no_dev_server, real_tls, production_acme, api_highly_available,
-             alerts_delivered, admin_restricted),
+             alerts_delivered, admin_restricted, server_settings_module),
 }
 
 

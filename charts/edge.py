@@ -187,12 +187,9 @@ class Edge(Construct):
             "nginx.org/limit-req-reject-code": "429",
             "ingress.kubernetes.io/ssl-redirect": "true",
         }
-        if config.hsts:
-            annotations.update({
-                "nginx.org/hsts": "true",
-                "nginx.org/hsts-max-age": str(config.hsts_max_age_seconds),
-                "nginx.org/hsts-include-subdomains": "false",
-            })
+        # No nginx.org/hsts: Django sends Strict-Transport-Security (one owner,
+        # values from the profile via DJANGO_HSTS_*); the controller's would
+        # replace it.
         return annotations
 
     @staticmethod
@@ -250,9 +247,6 @@ class Edge(Construct):
             "redirect-https": traefik.MiddlewareSpec(redirect_scheme=traefik.MiddlewareSpecRedirectScheme(
                 scheme="https", permanent=True)),
         }
-        if config.hsts:
-            middlewares["hsts"] = traefik.MiddlewareSpec(headers=traefik.MiddlewareSpecHeaders(
-                sts_seconds=config.hsts_max_age_seconds, sts_include_subdomains=False))
         for name, spec in middlewares.items():
             traefik.Middleware(self, f"middleware-{name}",
                                metadata=api_metadata(self.identity, name, namespace), spec=spec)

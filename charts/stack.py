@@ -79,6 +79,9 @@ class StackChart(cdk8s.Chart):
             env("ALLOWED_HOSTS", ",".join(hosts)),
             env("CSRF_TRUSTED_ORIGINS", ",".join(f"https://{host}" for host in hosts)),
             env("MAX_UPLOAD_SIZE", str(profile.edge.body_size_bytes)),
+            # HSTS has one owner, Django's SecurityMiddleware (config.settings.prod).
+            env("DJANGO_HSTS_SECONDS", str(profile.edge.hsts_max_age_seconds if profile.edge.hsts else 0)),
+            env("DJANGO_HSTS_INCLUDE_SUBDOMAINS", "true" if profile.edge.hsts_include_subdomains else "false"),
             # Task events feed the Celery exporter (monitoring).
             env("CELERY_WORKER_SEND_TASK_EVENTS", "true"),
             # Longer than any task's hard time limit (profile rule), so Redis

@@ -18,7 +18,7 @@ import pytest
 
 from tests.support.manifests import of_kind, one
 from tests.support.render import render_with
-from tests.support.schemas import NEWEST, validate_builtin, validate_custom
+from tests.support.schemas import NEWEST, crds_dir, has_crd, validate_builtin, validate_custom
 
 OFFICE = ["10.0.0.0/8"]
 TWO = ["192.0.2.0/24", "2001:db8::/48"]
@@ -91,3 +91,10 @@ def test_legacy_ingress_nginx_allow_list_annotation():
     assert admin["nginx.ingress.kubernetes.io/whitelist-source-range"] == "192.0.2.0/24,2001:db8::/48"
     public = one(objects, "Ingress", "public")["metadata"]["annotations"]
     assert "nginx.ingress.kubernetes.io/whitelist-source-range" not in public
+
+
+def test_nginx_policy_validates_against_its_crd(manifests):
+    (policy,) = of_kind(manifests["prod"], "Policy")
+    if not has_crd(policy):
+        pytest.skip(f"k8s.nginx.org_policies.yaml (nginx/kubernetes-ingress v5.5.4) is not under {crds_dir()}")
+    assert not validate_custom(policy), validate_custom(policy)

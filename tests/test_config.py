@@ -66,7 +66,7 @@ BAD_PROFILES = [
      "autoscaling: {enabled: false}\n  replicas: 1", "api.replicas", ">= 2"),
     ("stage-local-ca", "stage.yaml", "    acme_server: letsencrypt-staging",
      "    acme_server: letsencrypt-staging\n    mode: local-ca", "edge.tls.mode", "acme"),
-    ("external-secrets-without-store", "prod.yaml", "  store: vibearena\n", "", "secrets", "store"),
+    ("external-secrets-without-store", "prod.yaml", "  store: vibearena-prod\n", "", "secrets", "store"),
     ("admin-cidr-host-bits", "prod.yaml", '"10.0.0.0/8"', '"10.0.0.1/8"', "edge.admin.allow_cidrs",
      "no host bits"),
     ("admin-cidr-garbage", "prod.yaml", '"10.0.0.0/8"', '"office"', "edge.admin.allow_cidrs", "'office'"),
@@ -78,6 +78,10 @@ BAD_PROFILES = [
      "edge.admin.allow_cidrs", "client networks"),
     ("nginx-inc-admin-same-host", "prod.yaml", "    host: admin.vibearena.example.com\n", "",
      "edge", "admin.host is required"),
+    ("stage-dev-settings", "stage.yaml", "settings_module: config.settings.stage",
+     "settings_module: config.settings.dev", "api.settings_module", "config.settings.dev"),
+    ("prod-dev-settings", "prod.yaml", "  replicas: 3", "  replicas: 3\n  settings_module: config.settings.dev",
+     "api.settings_module", "must be one of"),
     ("malformed-yaml", "dev.yaml", "namespace: vibearena-dev", "namespace: [vibearena-dev", "", "malformed YAML"),
 ]
 
