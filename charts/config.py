@@ -616,10 +616,14 @@ class AdminAccessConfig:
 
     # Client networks allowed to reach the admin; empty: anyone (dev only).
     allow_cidrs: tuple[str, ...] = check(cidr_list, default=())
-    # Serve the admin on its own host (DNS and certificate of its own). The
-    # F5 NGINX Ingress Controller serves one Ingress per host, so an
-    # allow-list for the admin alone needs this there.
-    host: str | None = check(lambda v: None if v is None else dns_name(v), default=None)
+    # Serve the admin on its own host, <subdomain>.<domain> (DNS and
+    # certificate of its own; derived from the domain, so every env and
+    # preview gets a distinct one). The F5 NGINX Ingress Controller serves
+    # one Ingress per host, so an allow-list for the admin alone needs this there.
+    subdomain: str | None = check(lambda v: None if v is None else dns_label(v), default=None)
+
+    def host(self, domain: str) -> str | None:
+        return f"{self.subdomain}.{domain}" if self.subdomain else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -653,10 +657,10 @@ class EdgeConfig:
     def __post_init__(self) -> None:
         if not self.controller_pod_labels:
             raise ValueError("controller_pod_labels must name at least one label")
-        if self.controller == "nginx-inc" and self.admin.allow_cidrs and not self.admin.host:
+        if self.controller == "nginx-inc" and self.admin.allow_cidrs and not self.admin.subdomain:
             # internal/k8s: one Ingress per host unless master/minion
             # mergeable Ingresses, which cert-manager's in-place solver breaks.
-            raise ValueError("admin.host is required with admin.allow_cidrs for controller 'nginx-inc' "
+            raise ValueError("admin.subdomain is required with admin.allow_cidrs for controller 'nginx-inc' "
                              "(it serves one Ingress per host)")
 
 

@@ -68,7 +68,8 @@ class Edge(Construct):
         admin = config.admin
         # The admin gets an Ingress of its own when it is restricted or on its
         # own host, so the allow-list applies to it and to nothing else.
-        admin_apart = bool(admin.allow_cidrs or admin.host)
+        own_host = admin.host(domain)
+        admin_apart = bool(admin.allow_cidrs or own_host)
         public_paths = tuple(p for p in PUBLIC_PATHS if p != ADMIN_PATH) if admin_apart else PUBLIC_PATHS
         self.public_paths = public_paths
 
@@ -82,13 +83,13 @@ class Edge(Construct):
 
         rules = [rule(domain, public_paths)]
         tls = [k8s.IngressTls(hosts=[domain], secret_name=config.tls.secret_name)]
-        admin_host = admin.host or domain
+        admin_host = own_host or domain
         # On its own host the admin also needs the static files its pages load.
-        admin_rules = [rule(admin_host, (ADMIN_PATH, "/static") if admin.host else (ADMIN_PATH,))]
+        admin_rules = [rule(admin_host, (ADMIN_PATH, "/static") if own_host else (ADMIN_PATH,))]
         admin_tls = [k8s.IngressTls(hosts=[admin_host], secret_name=(
-            f"{config.tls.secret_name}-admin" if admin.host else config.tls.secret_name))]
+            f"{config.tls.secret_name}-admin" if own_host else config.tls.secret_name))]
         admin_annotations: dict[str, str] = {}
-        if issuer_name and admin.host:
+        if issuer_name and own_host:
             # Its own certificate; on the shared host the public Ingress' one serves.
             admin_annotations["cert-manager.io/cluster-issuer"] = issuer_name
 
@@ -100,7 +101,7 @@ class Edge(Construct):
                 # cert-manager's separate solver Ingress would be rejected; let it
                 # add the challenge path to this Ingress instead.
                 annotations["acme.cert-manager.io/http01-edit-in-place"] = "true"
-                if admin.host:
+                if own_host:
                     admin_annotations["acme.cert-manager.io/http01-edit-in-place"] = "true"
             if admin.allow_cidrs:
                 admin_annotations["nginx.org/policies"] = self._nginx_inc_allow_policy(admin.allow_cidrs, namespace)

@@ -69,8 +69,9 @@ class StackChart(cdk8s.Chart):
         self.redis = Redis(self, "redis", stack=stack, config=profile.redis)
         self.object_store = ObjectStore(self, "object-store", stack=stack, config=profile.object_store)
 
-        # The admin may have a host of its own (edge.admin.host).
-        hosts = [profile.domain, *([profile.edge.admin.host] if profile.edge.admin.host else [])]
+        # The admin may have a host of its own (edge.admin.subdomain).
+        admin_host = profile.edge.admin.host(profile.domain)
+        hosts = [profile.domain, *([admin_host] if admin_host else [])]
         # What every process of the app reads (api, workers, beat, migrate).
         app_env = [
             env("ENV", profile.name),

@@ -68,7 +68,7 @@ def test_dev_admin_stays_on_the_public_ingress(manifests):
 
 def test_traefik_allow_list_on_the_same_host():
     stack, objects = render_with("prod", {"edge": {"controller": "traefik", "ingress_class": "traefik",
-                                                   "admin": {"host": None, "allow_cidrs": TWO}}})
+                                                   "admin": {"subdomain": None, "allow_cidrs": TWO}}})
     domain, namespace = stack.profile.domain, stack.namespace
     admin = one(objects, "Ingress", "admin")
     assert paths(admin) == [(domain, "/admin")]
