@@ -804,7 +804,7 @@ def images_pinned(profile: Profile) -> tuple[str, str] | None:
 def images_by_digest(profile: Profile) -> tuple[str, str] | None:
     """Prod tier: a tag can be pushed again, a digest cannot change (images.yml
     records the digests of the app images; cd.yml pins stage to them)."""
-    tier = getattr(profile, "tier", profile.name)
+    tier = profile.tier
     for path, image in profile.images().items():
         if not image.by_digest:
             return f"{path}.tag", f"must be a sha256:<digest> in {tier} (got {image.tag!r})"
@@ -835,13 +835,14 @@ def real_tls(profile: Profile) -> tuple[str, str] | None:
 
 
 def secret_stores_apart(profiles: list[Profile]) -> tuple[str, str, str] | None:
-    """Across envs: no two server-tier envs read secrets through the same
-    ClusterSecretStore, nor the same remote entry. Returns (env, key, message)."""
+    """Across envs (previews' base included): no two stage- or prod-tier envs
+    read secrets through the same ClusterSecretStore, nor the same remote
+    entry. Returns (env, key, message) for the first clash."""
     seen_stores: dict[str, str] = {}
     seen_entries: dict[tuple[str, str], str] = {}
     for profile in sorted(profiles, key=lambda p: p.name):
         secrets = profile.secrets
-        if secrets.provider != "external-secrets" or getattr(profile, "tier", profile.name) not in ("stage", "prod"):
+        if secrets.provider != "external-secrets" or profile.tier not in ("stage", "prod"):
             continue
         if secrets.store_kind == "ClusterSecretStore" and secrets.store in seen_stores:
             return (profile.name, "secrets.store",
@@ -863,7 +864,7 @@ SERVER_SETTINGS_MODULES = ("config.settings.stage", "config.settings.prod")
 def server_settings_module(profile: Profile) -> tuple[str, str] | None:
     """Stage and prod tiers: never the dev settings (DEBUG on, no HTTPS)."""
     if profile.api.settings_module not in SERVER_SETTINGS_MODULES:
-        tier = getattr(profile, "tier", profile.name)
+        tier = profile.tier
         return "api.settings_module", (f"must be one of {', '.join(SERVER_SETTINGS_MODULES)} in {tier} "
                                        f"(got {profile.api.settings_module!r})")
     return None
@@ -872,7 +873,7 @@ def server_settings_module(profile: Profile) -> tuple[str, str] | None:
 def admin_restricted(profile: Profile) -> tuple[str, str] | None:
     """Stage and prod: /admin/ only from the listed client networks."""
     if not profile.edge.admin.allow_cidrs:
-        tier = getattr(profile, "tier", profile.name)
+        tier = profile.tier
         return "edge.admin.allow_cidrs", f"must list the client networks allowed to reach /admin/ in {tier}"
     return None
 
@@ -1151,6 +1152,10 @@ def check_profile_set(env_dir: Path, profiles: Sequence[Profile]) -> None:
             raise ProfileError(env_dir / f"{PREVIEW_BASE}.yaml",
                                f"previews must not read the secrets of env/{profile.name}.yaml "
                                f"({preview.secrets.remote_key!r}); give them their own entry", "secrets.remote_key")
+    clash = secret_stores_apart([*profiles, *([preview] if preview else [])])
+    if clash:
+        env, key, message = clash
+        raise ProfileError(env_dir / f"{env}.yaml", message, key)
 
 
 def _preview_base(env_dir: Path) -> Profile | None:
