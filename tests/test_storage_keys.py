@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ from typing import Any
 
 import boto3
 import pytest
+from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
 from charts.storage_keys import (
@@ -189,6 +191,13 @@ def test_app_key_works_on_uploads_and_cannot_touch_dumps(enforcing):
     assert s3.get_object(Bucket=UPLOADS, Key="uploads/new.bin")["Body"].read() == b"x"
     assert any(o["Key"] == "uploads/new.bin" for o in s3.list_objects_v2(Bucket=UPLOADS)["Contents"])
     s3.delete_object(Bucket=UPLOADS, Key="uploads/new.bin")
+    # Large uploads go multipart (app/core/storage.py upload_fileobj), as do rclone's.
+    big = os.urandom(6 * 1024 * 1024)
+    s3.upload_fileobj(io.BytesIO(big), UPLOADS, "uploads/big.bin",
+                      Config=TransferConfig(multipart_threshold=5 * 1024 * 1024, multipart_chunksize=5 * 1024 * 1024))
+    assert s3.head_object(Bucket=UPLOADS, Key="uploads/big.bin")["ContentLength"] == len(big)
+    # (HeadBucket is not checked: AWS authorises it with s3:ListBucket, moto with
+    # its own "s3:HeadBucket", which is no IAM action.)
     assert denied(lambda: s3.list_objects_v2(Bucket=DUMPS))
     assert denied(lambda: s3.get_object(Bucket=DUMPS, Key="postgres/app/20260101T000000Z.dump"))
     assert denied(lambda: s3.delete_object(Bucket=DUMPS, Key="postgres/app/20260101T000000Z.dump"))
