@@ -835,26 +835,28 @@ def real_tls(profile: Profile) -> tuple[str, str] | None:
 
 
 def secret_stores_apart(profiles: list[Profile]) -> tuple[str, str, str] | None:
-    """Across envs (previews' base included): no two stage- or prod-tier envs
-    read secrets through the same ClusterSecretStore, nor the same remote
-    entry. Returns (env, key, message) for the first clash."""
-    seen_stores: dict[str, str] = {}
-    seen_entries: dict[tuple[str, str], str] = {}
+    """Across envs: a stage-tier env and a prod-tier env never read secrets
+    through the same ClusterSecretStore, nor the same remote entry (in any
+    store: two stores may reach one secret manager). Envs of one tier may
+    share (qa and stage). Returns (env, key, message) for the first clash."""
+    stores: dict[str, Profile] = {}
+    entries: dict[str, Profile] = {}
     for profile in sorted(profiles, key=lambda p: p.name):
         secrets = profile.secrets
         if secrets.provider != "external-secrets" or profile.tier not in ("stage", "prod"):
             continue
-        if secrets.store_kind == "ClusterSecretStore" and secrets.store in seen_stores:
+        other = stores.get(secrets.store or "") if secrets.store_kind == "ClusterSecretStore" else None
+        if other is not None and other.tier != profile.tier:
             return (profile.name, "secrets.store",
-                    f"ClusterSecretStore {secrets.store!r} is also used by {seen_stores[secrets.store]}; "
-                    "give each env its own store (restricted to its namespace)")
-        entry = (secrets.store or "", secrets.remote_key or "")
-        if entry in seen_entries:
+                    f"ClusterSecretStore {secrets.store!r} is also used by {other.name} ({other.tier} tier); "
+                    "give each tier its own store, restricted to its namespaces")
+        other = entries.get(secrets.remote_key or "")
+        if other is not None and other.tier != profile.tier:
             return (profile.name, "secrets.remote_key",
-                    f"{secrets.remote_key!r} in store {secrets.store!r} is also read by {seen_entries[entry]}")
+                    f"{secrets.remote_key!r} is also read by {other.name} ({other.tier} tier)")
         if secrets.store_kind == "ClusterSecretStore":
-            seen_stores[secrets.store or ""] = profile.name
-        seen_entries[entry] = profile.name
+            stores.setdefault(secrets.store or "", profile)
+        entries.setdefault(secrets.remote_key or "", profile)
     return None
 
 
@@ -1146,9 +1148,9 @@ def check_profile_set(env_dir: Path, profiles: Sequence[Profile]) -> None:
         if profile.domain == preview.preview.domain or profile.domain.endswith("." + preview.preview.domain):
             raise ProfileError(path, f"{profile.domain!r} is inside the preview domain "
                                      f"{preview.preview.domain!r}", "domain")
+        # The remote entry alone: stores of their own may still reach the same backend.
         if (profile.secrets.provider == "external-secrets" and preview.secrets.provider == "external-secrets"
-                and (profile.secrets.store, profile.secrets.remote_key)
-                == (preview.secrets.store, preview.secrets.remote_key)):
+                and profile.secrets.remote_key == preview.secrets.remote_key):
             raise ProfileError(env_dir / f"{PREVIEW_BASE}.yaml",
                                f"previews must not read the secrets of env/{profile.name}.yaml "
                                f"({preview.secrets.remote_key!r}); give them their own entry", "secrets.remote_key")
