@@ -805,7 +805,7 @@ def images_by_digest(profile: Profile) -> tuple[str, str] | None:
     """Prod tier: a tag can be pushed again, a digest cannot change (images.yml
     records the digests of the app images; cd.yml pins stage to them)."""
     tier = profile.tier
-    for path, image in profile.images().items():
+    for path, image in profile.image_refs().items():
         if not image.by_digest:
             return f"{path}.tag", f"must be a sha256:<digest> in {tier} (got {image.tag!r})"
     return None
