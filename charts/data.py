@@ -317,6 +317,8 @@ class ObjectStore(Construct):
             self, "workload", stack=stack, name="minio", component="object-store", version=config.image.tag,
             containers=[server], init_containers=init_containers, volumes=volumes, replicas=1, fs_group=10001,
             termination_grace_seconds=30, pod_annotations=pod_annotations or None,
+            # The identities init container runs the project's backup image.
+            image_pull_secrets=stack.project_pull_secrets if init_containers else (),
             volume_claims=[("data", config.storage.size, config.storage.class_name)],
         )
         self.endpoint = f"http://{self.workload.service_name}:{self.PORT}"
