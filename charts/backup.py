@@ -3,6 +3,8 @@
 postgres-backup   pg_dump streamed to S3, manifest, retention   (scheduled)
 restore-drill     restore the newest dump into a scratch db     (scheduled, optional)
 minio-mirror      app bucket -> off-site S3 with history        (scheduled, when off-site is on)
+dumps-mirror      dumps bucket -> off-site S3 with history      (scheduled, when off-site is on)
+backup-prune      dump retention, the only key that deletes dumps (scheduled, with scoped keys)
 postgres-restore  restore the newest dump into <db>_restore      (on demand: make restore)
 backup-exporter   serves the last-success time of each job to Prometheus
 ensure-bucket     creates the app and backup buckets, once per release
@@ -20,6 +22,7 @@ from charts.app import ARGO_SYNC_HOOK, ON_DEMAND, release_suffix
 from charts.config import BackupConfig
 from charts.data import ObjectStore, Postgres, env
 from charts.network import external
+from charts.storage_keys import BACKUP, MIRROR, PRUNE
 from charts.workload import Container, CronJob, Deployment, Job, JobSettings, Port, Probe, Probes, Schedule, Workload
 from imports import k8s
 
@@ -46,8 +49,8 @@ class Backups(Construct):
             env("BACKUP_S3_ENDPOINT", object_store.endpoint),
             env("BACKUP_S3_BUCKET", config.bucket),
             env("BACKUP_S3_REGION", object_store.config.region),
-            stack.secrets.env("BACKUP_S3_ACCESS_KEY_ID", "MINIO_ROOT_USER"),
-            stack.secrets.env("BACKUP_S3_SECRET_ACCESS_KEY", "MINIO_ROOT_PASSWORD"),
+            # Write dumps, never delete them (charts/storage_keys.py).
+            *object_store.key_env(BACKUP, "BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY"),
         ]
         self.target_env = target
         self.exporter: Deployment | None = None
@@ -58,7 +61,7 @@ class Backups(Construct):
             job_name=f"ensure-bucket-{release_suffix(config.image.tag, stack.profile)}",
             annotations=ARGO_SYNC_HOOK, image_pull_secrets=stack.project_pull_secrets,
             containers=[self._container("ensure-bucket", [f"{SCRIPTS}/ensure-bucket", object_store.config.bucket,
-                                                           config.bucket], object_store.client_env())],
+                                                           config.bucket], object_store.admin_env())],
             settings=JobSettings(backoff_limit=6, active_deadline_seconds=900, ttl_seconds_after_finished=86400),
         )
         self._uses_store(self.ensure_bucket, "create the buckets")
@@ -67,8 +70,17 @@ class Backups(Construct):
 
         keep = [env("BACKUP_KEEP_MIN", str(config.keep_last)),
                 env("BACKUP_RETENTION_DAYS", str(config.max_age_days))]
+        # With scoped keys the dumping job cannot delete dumps; retention runs
+        # apart, with the one key that may (and may not write).
+        separate_retention = object_store.scoped_keys
         self._cronjob("postgres-backup", config.postgres_schedule, [f"{SCRIPTS}/pg-backup"],
-                      [*postgres.libpq_env(), *target, *keep], database=True)
+                      [*postgres.libpq_env(), *target, *keep,
+                       env("BACKUP_APPLY_RETENTION", "false" if separate_retention else "true")], database=True)
+        if separate_retention:
+            prune_target = [*target[:3], *object_store.key_env(
+                PRUNE, "BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY")]
+            self._cronjob("backup-prune", config.prune_schedule, [f"{SCRIPTS}/pg-backup", "--prune-only"],
+                          [env("PGDATABASE", postgres.config.database), *prune_target, *keep], database=False)
         if config.restore_drill:
             self._cronjob("restore-drill", config.drill_schedule, [f"{SCRIPTS}/restore-drill"],
                           [*postgres.libpq_env(), *target,
@@ -99,7 +111,7 @@ class Backups(Construct):
         if self.config.restore_drill:
             jobs.append("restore-drill")
         if self.config.offsite.enabled:
-            jobs.append("s3-mirror")
+            jobs += ["s3-mirror", "s3-mirror-dumps"]
         return jobs
 
     def _container(self, name: str, command: list[str], variables: Sequence[k8s.EnvVar]) -> Container:
@@ -133,9 +145,8 @@ class Backups(Construct):
         variables = [
             env("MIRROR_SRC_S3_ENDPOINT", store.endpoint),
             env("MIRROR_SRC_S3_REGION", store.config.region),
-            self.stack.secrets.env("MIRROR_SRC_S3_ACCESS_KEY_ID", "MINIO_ROOT_USER"),
-            self.stack.secrets.env("MIRROR_SRC_S3_SECRET_ACCESS_KEY", "MINIO_ROOT_PASSWORD"),
-            env("MIRROR_SRC_BUCKET", store.config.bucket),
+            # Read-only on both buckets (charts/storage_keys.py).
+            *store.key_env(MIRROR, "MIRROR_SRC_S3_ACCESS_KEY_ID", "MIRROR_SRC_S3_SECRET_ACCESS_KEY"),
             env("MIRROR_DST_S3_ENDPOINT", offsite.endpoint),
             env("MIRROR_DST_S3_REGION", offsite.region),
             self.stack.secrets.env("MIRROR_DST_S3_ACCESS_KEY_ID", "OFFSITE_S3_ACCESS_KEY_ID"),
@@ -144,9 +155,14 @@ class Backups(Construct):
             env("MIRROR_RETENTION_DAYS", str(self.config.max_age_days)),
             *self.target_env,
         ]
-        mirror = self._cronjob("minio-mirror", self.config.mirror_schedule, [f"{SCRIPTS}/s3-mirror"], variables,
-                               database=False)
         parsed = urlparse(offsite.endpoint)
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
-        self.stack.network.allow(mirror.peer, external(offsite.cidr, key=f"offsite:{parsed.hostname}"), port,
-                                 reason="off-site copy of the app bucket")
+        # What must survive the cluster: the uploads and the dumps, each under
+        # its own prefix (the source bucket's name) in the off-site bucket.
+        for name, bucket, job in (("minio-mirror", store.config.bucket, "s3-mirror"),
+                                  ("dumps-mirror", self.config.bucket, "s3-mirror-dumps")):
+            mirror = self._cronjob(name, self.config.mirror_schedule, [f"{SCRIPTS}/s3-mirror"],
+                                   [*variables, env("MIRROR_SRC_BUCKET", bucket), env("MIRROR_JOB_NAME", job)],
+                                   database=False)
+            self.stack.network.allow(mirror.peer, external(offsite.cidr, key=f"offsite:{parsed.hostname}"), port,
+                                     reason=f"off-site copy of {bucket}")

@@ -8,6 +8,7 @@ name and the key path; cross-field and per-environment rules live in
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -49,6 +50,9 @@ class Image:
     repository: str = check(non_empty)
     tag: str = check(matches(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|sha256:[a-f0-9]{64}",
                              "must be an image tag or sha256:<digest>"), default="")
+    # The source commit a digest-pinned image was built from (cd.yml records it).
+    revision: str | None = check(lambda v: None if v is None or re.fullmatch(r"[0-9a-f]{40}", v)
+                                 else _raise(f"must be a 40-character commit id (got {v!r})"), default=None)
 
     @property
     def ref(self) -> str:
@@ -58,6 +62,10 @@ class Image:
     @property
     def pinned(self) -> bool:
         return bool(self.tag) and self.tag != "latest"
+
+    @property
+    def by_digest(self) -> bool:
+        return self.tag.startswith("sha256:")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -377,6 +385,9 @@ class BackupConfig:
                                  default="45 2 * * *")
     drill_schedule: str = check(matches(r"(\S+\s+){4}\S+", "must be a 5-field cron expression"),
                                 default="30 4 * * 0")
+    # Dump retention (backup-prune), after the nightly dump.
+    prune_schedule: str = check(matches(r"(\S+\s+){4}\S+", "must be a 5-field cron expression"),
+                                default="15 4 * * *")
     restore_drill: bool = True
     time_zone: str = check(matches(r"[A-Za-z_]+(/[A-Za-z0-9_+-]+)*", "must be an IANA time zone"),
                            default="Etc/UTC")
@@ -590,6 +601,31 @@ class GatewayConfig:
     section_name: str | None = None
 
 
+def cidr_list(value: tuple[str, ...]) -> None:
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=True)
+        except ValueError:
+            raise ValueError(f"each entry must be a network like 203.0.113.0/24 with no host bits set "
+                             f"(got {item!r})") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdminAccessConfig:
+    """Who reaches /admin/ at the edge (the Django login throttle comes after)."""
+
+    # Client networks allowed to reach the admin; empty: anyone (dev only).
+    allow_cidrs: tuple[str, ...] = check(cidr_list, default=())
+    # Serve the admin on its own host, <subdomain>.<domain> (DNS and
+    # certificate of its own; derived from the domain, so every env and
+    # preview gets a distinct one). The F5 NGINX Ingress Controller serves
+    # one Ingress per host, so an allow-list for the admin alone needs this there.
+    subdomain: str | None = check(lambda v: None if v is None else dns_label(v), default=None)
+
+    def host(self, domain: str) -> str | None:
+        return f"{self.subdomain}.{domain}" if self.subdomain else None
+
+
 @dataclass(frozen=True, kw_only=True)
 class EdgeConfig:
     # nginx-inc: F5 NGINX Ingress Controller (maintained, default).
@@ -600,14 +636,17 @@ class EdgeConfig:
     rate_limit: str = check(matches(RATE_PATTERN, "must look like 10r/s or 600r/m"), default="10r/s")
     rate_limit_burst: int = check(between(0, 10000), default=20)
     body_size: str = check(matches(SIZE_PATTERN, "must be a size like 50m, 512k or 1g"), default="50m")
+    # Strict-Transport-Security, sent by Django (DJANGO_HSTS_*), not the controller.
     hsts: bool = True
     hsts_max_age_seconds: int = check(at_least(0), default=31536000)
+    hsts_include_subdomains: bool = True
     tls: TlsConfig = field(default_factory=TlsConfig)
     # Where the controller's pods run, for the NetworkPolicy that admits them.
     controller_namespace: str = check(dns_label, default="nginx-ingress")
     controller_pod_labels: Mapping[str, str] = field(
         default_factory=lambda: frozen_map(**{"app.kubernetes.io/name": "nginx-ingress"}))
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    admin: AdminAccessConfig = field(default_factory=AdminAccessConfig)
 
     @property
     def body_size_bytes(self) -> int:
@@ -618,6 +657,11 @@ class EdgeConfig:
     def __post_init__(self) -> None:
         if not self.controller_pod_labels:
             raise ValueError("controller_pod_labels must name at least one label")
+        if self.controller == "nginx-inc" and self.admin.allow_cidrs and not self.admin.subdomain:
+            # internal/k8s: one Ingress per host unless master/minion
+            # mergeable Ingresses, which cert-manager's in-place solver breaks.
+            raise ValueError("admin.subdomain is required with admin.allow_cidrs for controller 'nginx-inc' "
+                             "(it serves one Ingress per host)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -638,6 +682,10 @@ class SecretsConfig:
     # external-secrets: an ExternalSecret pulls it from a ClusterSecretStore.
     provider: Literal["existing", "external-secrets"] = "existing"
     name: str = check(dns_label, default="vibearena-secrets")
+    # ClusterSecretStore: one per env, restricted to the env's namespace with
+    # spec.conditions[].namespaces (docs/security.md). SecretStore: lives in
+    # the env's namespace, so no other namespace can use it.
+    store_kind: Literal["ClusterSecretStore", "SecretStore"] = "ClusterSecretStore"
     store: str | None = None
     remote_key: str | None = None
     refresh_interval: str = check(matches(r"[0-9]+[smh]", "must be a duration like 1h"), default="1h")
@@ -773,6 +821,16 @@ def images_pinned(profile: Profile) -> tuple[str, str] | None:
     return None
 
 
+def images_by_digest(profile: Profile) -> tuple[str, str] | None:
+    """Prod tier: a tag can be pushed again, a digest cannot change (images.yml
+    records the digests of the app images; cd.yml pins stage to them)."""
+    tier = profile.tier
+    for path, image in profile.image_refs().items():
+        if not image.by_digest:
+            return f"{path}.tag", f"must be a sha256:<digest> in {tier} (got {image.tag!r})"
+    return None
+
+
 def api_highly_available(profile: Profile) -> tuple[str, str] | None:
     api = profile.api
     smallest = api.autoscaling.min_replicas if api.autoscaling.enabled else api.replicas
@@ -793,6 +851,52 @@ def no_dev_server(profile: Profile) -> tuple[str, str] | None:
 def real_tls(profile: Profile) -> tuple[str, str] | None:
     if profile.edge.tls.mode != "acme":
         return "edge.tls.mode", f"must be 'acme' in the {profile.tier} tier (a local CA is for dev only)"
+    return None
+
+
+def secret_stores_apart(profiles: list[Profile]) -> tuple[str, str, str] | None:
+    """Across envs: a stage-tier env and a prod-tier env never read secrets
+    through the same ClusterSecretStore, nor the same remote entry (in any
+    store: two stores may reach one secret manager). Envs of one tier may
+    share (qa and stage). Returns (env, key, message) for the first clash."""
+    stores: dict[str, Profile] = {}
+    entries: dict[str, Profile] = {}
+    for profile in sorted(profiles, key=lambda p: p.name):
+        secrets = profile.secrets
+        if secrets.provider != "external-secrets" or profile.tier not in ("stage", "prod"):
+            continue
+        other = stores.get(secrets.store or "") if secrets.store_kind == "ClusterSecretStore" else None
+        if other is not None and other.tier != profile.tier:
+            return (profile.name, "secrets.store",
+                    f"ClusterSecretStore {secrets.store!r} is also used by {other.name} ({other.tier} tier); "
+                    "give each tier its own store, restricted to its namespaces")
+        other = entries.get(secrets.remote_key or "")
+        if other is not None and other.tier != profile.tier:
+            return (profile.name, "secrets.remote_key",
+                    f"{secrets.remote_key!r} is also read by {other.name} ({other.tier} tier)")
+        if secrets.store_kind == "ClusterSecretStore":
+            stores.setdefault(secrets.store or "", profile)
+        entries.setdefault(secrets.remote_key or "", profile)
+    return None
+
+
+SERVER_SETTINGS_MODULES = ("config.settings.stage", "config.settings.prod")
+
+
+def server_settings_module(profile: Profile) -> tuple[str, str] | None:
+    """Stage and prod tiers: never the dev settings (DEBUG on, no HTTPS)."""
+    if profile.api.settings_module not in SERVER_SETTINGS_MODULES:
+        tier = profile.tier
+        return "api.settings_module", (f"must be one of {', '.join(SERVER_SETTINGS_MODULES)} in {tier} "
+                                       f"(got {profile.api.settings_module!r})")
+    return None
+
+
+def admin_restricted(profile: Profile) -> tuple[str, str] | None:
+    """Stage and prod: /admin/ only from the listed client networks."""
+    if not profile.edge.admin.allow_cidrs:
+        tier = profile.tier
+        return "edge.admin.allow_cidrs", f"must list the client networks allowed to reach /admin/ in {tier}"
     return None
 
 
@@ -823,9 +927,9 @@ def alerts_delivered(profile: Profile) -> tuple[str, str] | None:
 # Rules by tier, not by environment name.
 RULES: dict[str, tuple[Rule, ...]] = {
     "dev": (),
-    "stage": (images_pinned, no_dev_server, real_tls),
+    "stage": (images_pinned, no_dev_server, real_tls, admin_restricted, server_settings_module),
     "prod": (images_pinned, no_dev_server, real_tls, production_acme, api_highly_available,
-             alerts_delivered),
+             alerts_delivered, admin_restricted, server_settings_module),
 }
 
 
@@ -1064,12 +1168,16 @@ def check_profile_set(env_dir: Path, profiles: Sequence[Profile]) -> None:
         if profile.domain == preview.preview.domain or profile.domain.endswith("." + preview.preview.domain):
             raise ProfileError(path, f"{profile.domain!r} is inside the preview domain "
                                      f"{preview.preview.domain!r}", "domain")
+        # The remote entry alone: stores of their own may still reach the same backend.
         if (profile.secrets.provider == "external-secrets" and preview.secrets.provider == "external-secrets"
-                and (profile.secrets.store, profile.secrets.remote_key)
-                == (preview.secrets.store, preview.secrets.remote_key)):
+                and profile.secrets.remote_key == preview.secrets.remote_key):
             raise ProfileError(env_dir / f"{PREVIEW_BASE}.yaml",
                                f"previews must not read the secrets of env/{profile.name}.yaml "
                                f"({preview.secrets.remote_key!r}); give them their own entry", "secrets.remote_key")
+    clash = secret_stores_apart([*profiles, *([preview] if preview else [])])
+    if clash:
+        env, key, message = clash
+        raise ProfileError(env_dir / f"{env}.yaml", message, key)
 
 
 def _preview_base(env_dir: Path) -> Profile | None:

@@ -18,6 +18,7 @@ from charts.config import ObjectStoreConfig, PostgresConfig, RedisConfig, Resour
 from charts.labels import number, quantity
 from charts.network import Peer, external
 from charts.schema import parse_quantity
+from charts.storage_keys import ADMIN, APP, SCOPED_ROLES, SEAWEEDFS_CONFIG_SCRIPT, StorageRole, seaweedfs_template
 from charts.workload import Container, Port, Probe, Probes, StatefulSet
 from imports import k8s
 
@@ -204,6 +205,10 @@ class Redis(Construct):
         return [self.stack.secrets.env("REDIS_PASSWORD"), env("REDIS_URL", url)]
 
 
+IDENTITIES_CONFIG_MAP = "object-store-identities"
+IDENTITIES_DIR = "/run/seaweedfs"
+
+
 @dataclass(frozen=True)
 class ServerPreset:
     """How to run one S3 server in the object-store StatefulSet."""
@@ -215,6 +220,9 @@ class ServerPreset:
     metrics_path: str
     console_port: int | None
     data_path: str
+    # Loads per-role identities and policies (charts/storage_keys.py) from a
+    # file given with this flag; None: the server only knows its admin key.
+    identities_flag: str | None = None
 
 
 SERVERS = {
@@ -226,7 +234,8 @@ SERVERS = {
                  "-metricsPort=9327", "-master.volumeSizeLimitMB=1024", "-volume.max=0"),
         credentials=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
         extra_env=(),
-        metrics_port=9327, metrics_path="/metrics", console_port=None, data_path="/data"),
+        metrics_port=9327, metrics_path="/metrics", console_port=None, data_path="/data",
+        identities_flag="-s3.config"),
     # MinIO community: unmaintained since 2025-10; legacy compatibility only.
     "minio": ServerPreset(
         command=("minio", "server", "/data", "--address", ":9000", "--console-address", ":9001"),
@@ -261,10 +270,38 @@ class ObjectStore(Construct):
         if preset.console_port:
             # Reached by `kubectl port-forward` only; never on the Service.
             ports.append(Port(name="console", port=preset.console_port, in_service=False))
+        init_containers: list[Container] = []
+        volumes: list[k8s.Volume] = []
+        command = list(preset.command)
+        memory_paths: tuple[str, ...] = ()
+        pod_annotations: dict[str, str] = {}
+        if preset.identities_flag:
+            # The scoped keys reach the server through a file built at start
+            # from the Secret, so no key is ever rendered (storage_keys.py).
+            template = seaweedfs_template(config.bucket, stack.profile.backups.bucket)
+            k8s.KubeConfigMap(self, "identities", metadata=stack.identity_meta(
+                IDENTITIES_CONFIG_MAP, "object-store", config.image.tag), data={"template.json": template})
+            volumes.append(k8s.Volume(name="identities", config_map=k8s.ConfigMapVolumeSource(
+                name=IDENTITIES_CONFIG_MAP)))
+            memory_paths = (IDENTITIES_DIR,)
+            init_containers.append(Container(
+                name="identities",
+                # bash and jq, for an encoder that handles any character.
+                image=stack.profile.backups.image.ref,
+                command=["bash", "-c", SEAWEEDFS_CONFIG_SCRIPT, "identities",
+                         "/etc/seaweedfs/template.json", f"{IDENTITIES_DIR}/s3.json"],
+                env=[stack.secrets.env(key) for role in SCOPED_ROLES for key in (role.access_key, role.secret_key)],
+                resources=stack.profile.monitoring.exporter_resources,
+                writable_paths=(), memory_paths=memory_paths,
+                mounts=[k8s.VolumeMount(name="identities", mount_path="/etc/seaweedfs", read_only=True)],
+            ))
+            command.append(f"{preset.identities_flag}={IDENTITIES_DIR}/s3.json")
+            pod_annotations["checksum/identities"] = stack.checksum(template)
         server = Container(
             name="minio",
             image=config.image.ref,
-            command=list(preset.command),
+            command=command,
+            memory_paths=memory_paths,
             env=[stack.secrets.env(user, "MINIO_ROOT_USER"), stack.secrets.env(password, "MINIO_ROOT_PASSWORD"),
                  *(env(k, v) for k, v in preset.extra_env)],
             ports=ports,
@@ -278,15 +315,43 @@ class ObjectStore(Construct):
         )
         self.workload = StatefulSet(
             self, "workload", stack=stack, name="minio", component="object-store", version=config.image.tag,
-            containers=[server], replicas=1, fs_group=10001, termination_grace_seconds=30,
+            containers=[server], init_containers=init_containers, volumes=volumes, replicas=1, fs_group=10001,
+            termination_grace_seconds=30, pod_annotations=pod_annotations or None,
+            # The identities init container runs the project's backup image.
+            image_pull_secrets=stack.project_pull_secrets if init_containers else (),
             volume_claims=[("data", config.storage.size, config.storage.class_name)],
         )
         self.endpoint = f"http://{self.workload.service_name}:{self.PORT}"
         self.port = self.PORT
         self.peer = self.workload.peer
 
+    @property
+    def scoped_keys(self) -> bool:
+        """Whether each role has its own key (storage_keys.py).
+
+        In-cluster SeaweedFS loads the roles itself; external S3 gets them
+        from whoever runs it (IAM users with the documented policies). The
+        legacy MinIO preset knows only its root key, which then serves all.
+        """
+        return self.config.mode == "external" or self.preset.identities_flag is not None
+
+    def key_env(self, role: StorageRole, access_var: str, secret_var: str) -> list[k8s.EnvVar]:
+        """`role`'s key pair as these env vars (the admin key where roles are not scoped)."""
+        chosen = role if self.scoped_keys else ADMIN
+        return [self.stack.secrets.env(access_var, chosen.access_key),
+                self.stack.secrets.env(secret_var, chosen.secret_key)]
+
     def client_env(self) -> list[k8s.EnvVar]:
-        """The seed's MINIO_* variables; the same for in-cluster and external S3."""
+        """The app's MINIO_* variables: its own key, for its own bucket only."""
+        return [
+            env("MINIO_ENDPOINT", self.endpoint),
+            env("MINIO_BUCKET", self.config.bucket),
+            env("MINIO_REGION", self.config.region),
+            *self.key_env(APP, "MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
+        ]
+
+    def admin_env(self) -> list[k8s.EnvVar]:
+        """The admin key, for the bucket-provisioning Job only."""
         return [
             env("MINIO_ENDPOINT", self.endpoint),
             env("MINIO_BUCKET", self.config.bucket),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+import cdk8s
 from constructs import Construct
 
 from charts.config import EdgeConfig
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from charts.stack import Stack
 
 PUBLIC_PATHS = ("/api", "/admin", "/static")
+ADMIN_PATH = "/admin"
+ADMIN_ALLOW_POLICY = "admin-allow"
 ACME_SERVERS = {
     "letsencrypt": "https://acme-v02.api.letsencrypt.org/directory",
     "letsencrypt-staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
@@ -62,25 +65,58 @@ class Edge(Construct):
             stack.network.allow(self.controller, solver, ACME_SOLVER_PORT,
                                 reason="Let's Encrypt HTTP-01 challenge")
 
-        rules = [k8s.IngressRule(host=domain, http=k8s.HttpIngressRuleValue(paths=[
-            k8s.HttpIngressPath(
-                path=path, path_type="Prefix",
-                backend=k8s.IngressBackend(service=k8s.IngressServiceBackend(
-                    name=backend_service, port=k8s.ServiceBackendPort(number=backend_port))))
-            for path in PUBLIC_PATHS]))]
+        admin = config.admin
+        # The admin gets an Ingress of its own when it is restricted or on its
+        # own host, so the allow-list applies to it and to nothing else.
+        own_host = admin.host(domain)
+        admin_apart = bool(admin.allow_cidrs or own_host)
+        public_paths = tuple(p for p in PUBLIC_PATHS if p != ADMIN_PATH) if admin_apart else PUBLIC_PATHS
+        self.public_paths = public_paths
+
+        def rule(host: str, paths: tuple[str, ...]) -> k8s.IngressRule:
+            return k8s.IngressRule(host=host, http=k8s.HttpIngressRuleValue(paths=[
+                k8s.HttpIngressPath(
+                    path=path, path_type="Prefix",
+                    backend=k8s.IngressBackend(service=k8s.IngressServiceBackend(
+                        name=backend_service, port=k8s.ServiceBackendPort(number=backend_port))))
+                for path in paths]))
+
+        rules = [rule(domain, public_paths)]
         tls = [k8s.IngressTls(hosts=[domain], secret_name=config.tls.secret_name)]
+        admin_host = own_host or domain
+        # On its own host the admin also needs the static files its pages load.
+        admin_rules = [rule(admin_host, (ADMIN_PATH, "/static") if own_host else (ADMIN_PATH,))]
+        admin_tls = [k8s.IngressTls(hosts=[admin_host], secret_name=(
+            f"{config.tls.secret_name}-admin" if own_host else config.tls.secret_name))]
+        admin_annotations: dict[str, str] = {}
+        if issuer_name and own_host:
+            # Its own certificate; on the shared host the public Ingress' one serves.
+            admin_annotations["cert-manager.io/cluster-issuer"] = issuer_name
 
         if config.controller == "nginx-inc":
             annotations.update(self._nginx_inc_annotations(config))
+            admin_annotations.update(self._nginx_inc_annotations(config))
             if issuer_name:
                 # The F5 controller serves one Ingress per host (the oldest wins), so
                 # cert-manager's separate solver Ingress would be rejected; let it
                 # add the challenge path to this Ingress instead.
                 annotations["acme.cert-manager.io/http01-edit-in-place"] = "true"
+                if own_host:
+                    admin_annotations["acme.cert-manager.io/http01-edit-in-place"] = "true"
+            if admin.allow_cidrs:
+                admin_annotations["nginx.org/policies"] = self._nginx_inc_allow_policy(admin.allow_cidrs, namespace)
         elif config.controller == "ingress-nginx-legacy":
             annotations.update(self._ingress_nginx_annotations(config))
+            admin_annotations.update(self._ingress_nginx_annotations(config))
+            if admin.allow_cidrs:
+                # Location scope: applies to this Ingress' paths only.
+                admin_annotations["nginx.ingress.kubernetes.io/whitelist-source-range"] = ",".join(admin.allow_cidrs)
         else:
-            annotations.update(self._traefik_middlewares(config, namespace))
+            chain = self._traefik_middlewares(config, namespace)
+            annotations.update(self._traefik_router(chain))
+            if admin.allow_cidrs:
+                chain = [self._traefik_allow_middleware(admin.allow_cidrs, namespace), *chain]
+            admin_annotations.update(self._traefik_router(chain))
             # Traefik routers are per entrypoint: the plain-HTTP router only redirects.
             redirect = f"{namespace}-redirect-https@kubernetescrd"
             k8s.KubeIngress(
@@ -89,7 +125,8 @@ class Edge(Construct):
                     "traefik.ingress.kubernetes.io/router.entrypoints": "web",
                     "traefik.ingress.kubernetes.io/router.middlewares": redirect,
                 }),
-                spec=k8s.IngressSpec(ingress_class_name=config.ingress_class, rules=rules),
+                spec=k8s.IngressSpec(ingress_class_name=config.ingress_class,
+                                     rules=[*rules, *admin_rules] if admin_apart else rules),
             )
 
         self.ingress = k8s.KubeIngress(
@@ -97,6 +134,13 @@ class Edge(Construct):
             metadata=metadata(self.identity, "public", namespace, annotations=annotations),
             spec=k8s.IngressSpec(ingress_class_name=config.ingress_class, tls=tls, rules=rules),
         )
+        self.admin_ingress: k8s.KubeIngress | None = None
+        if admin_apart:
+            self.admin_ingress = k8s.KubeIngress(
+                self, "admin-ingress",
+                metadata=metadata(self.identity, "admin", namespace, annotations=admin_annotations),
+                spec=k8s.IngressSpec(ingress_class_name=config.ingress_class, tls=admin_tls, rules=admin_rules),
+            )
 
         if config.gateway.enabled:
             # Imported on use: loading a CRD module costs jsii start-up time.
@@ -113,7 +157,7 @@ class Edge(Construct):
                     rules=[gw.HttpRouteSpecRules(
                         matches=[gw.HttpRouteSpecRulesMatches(path=gw.HttpRouteSpecRulesMatchesPath(
                             type=gw.HttpRouteSpecRulesMatchesPathType.PATH_PREFIX, value=path))
-                            for path in PUBLIC_PATHS],
+                            for path in public_paths],
                         backend_refs=[gw.HttpRouteSpecRulesBackendRefs(name=backend_service, port=backend_port)],
                     )],
                 ),
@@ -144,12 +188,9 @@ class Edge(Construct):
             "nginx.org/limit-req-reject-code": "429",
             "ingress.kubernetes.io/ssl-redirect": "true",
         }
-        if config.hsts:
-            annotations.update({
-                "nginx.org/hsts": "true",
-                "nginx.org/hsts-max-age": str(config.hsts_max_age_seconds),
-                "nginx.org/hsts-include-subdomains": "false",
-            })
+        # No nginx.org/hsts: Django sends Strict-Transport-Security (one owner,
+        # values from the profile via DJANGO_HSTS_*); the controller's would
+        # replace it.
         return annotations
 
     @staticmethod
@@ -165,7 +206,36 @@ class Edge(Construct):
             "nginx.ingress.kubernetes.io/force-ssl-redirect": "true",
         }
 
-    def _traefik_middlewares(self, config: EdgeConfig, namespace: str) -> dict[str, str]:
+    def _nginx_inc_allow_policy(self, cidrs: tuple[str, ...], namespace: str) -> str:
+        # k8s.nginx.org/v1 Policy, accessControl: allowed on Ingress through
+        # nginx.org/policies since F5 NGINX Ingress Controller 5.4.0
+        # (internal/configs/ingress.go, getIngressPolicyRefs). No typed class
+        # is imported for it, hence the plain ApiObject.
+        policy = cdk8s.ApiObject(
+            self, "admin-allow-policy", api_version="k8s.nginx.org/v1", kind="Policy",
+            metadata=api_metadata(self.identity, ADMIN_ALLOW_POLICY, namespace),
+        )
+        policy.add_json_patch(cdk8s.JsonPatch.add("/spec", {"accessControl": {"allow": list(cidrs)}}))
+        return ADMIN_ALLOW_POLICY
+
+    def _traefik_allow_middleware(self, cidrs: tuple[str, ...], namespace: str) -> str:
+        from imports.io import traefik
+
+        traefik.Middleware(self, "middleware-admin-allow",
+                           metadata=api_metadata(self.identity, ADMIN_ALLOW_POLICY, namespace),
+                           spec=traefik.MiddlewareSpec(ip_allow_list=traefik.MiddlewareSpecIpAllowList(
+                               source_range=list(cidrs))))
+        return f"{namespace}-{ADMIN_ALLOW_POLICY}@kubernetescrd"
+
+    @staticmethod
+    def _traefik_router(chain: list[str]) -> dict[str, str]:
+        return {
+            "traefik.ingress.kubernetes.io/router.entrypoints": "websecure",
+            "traefik.ingress.kubernetes.io/router.tls": "true",
+            "traefik.ingress.kubernetes.io/router.middlewares": ",".join(chain),
+        }
+
+    def _traefik_middlewares(self, config: EdgeConfig, namespace: str) -> list[str]:
         from imports.io import traefik
 
         count, unit = parse_rate(config.rate_limit)
@@ -178,15 +248,7 @@ class Edge(Construct):
             "redirect-https": traefik.MiddlewareSpec(redirect_scheme=traefik.MiddlewareSpecRedirectScheme(
                 scheme="https", permanent=True)),
         }
-        if config.hsts:
-            middlewares["hsts"] = traefik.MiddlewareSpec(headers=traefik.MiddlewareSpecHeaders(
-                sts_seconds=config.hsts_max_age_seconds, sts_include_subdomains=False))
         for name, spec in middlewares.items():
             traefik.Middleware(self, f"middleware-{name}",
                                metadata=api_metadata(self.identity, name, namespace), spec=spec)
-        chain = [f"{namespace}-{name}@kubernetescrd" for name in middlewares if name != "redirect-https"]
-        return {
-            "traefik.ingress.kubernetes.io/router.entrypoints": "websecure",
-            "traefik.ingress.kubernetes.io/router.tls": "true",
-            "traefik.ingress.kubernetes.io/router.middlewares": ",".join(chain),
-        }
+        return [f"{namespace}-{name}@kubernetescrd" for name in middlewares if name != "redirect-https"]

@@ -20,6 +20,11 @@ from charts.labels import Identity, api_metadata
 from imports import k8s
 from imports.io import external_secrets as eso
 
+STORE_KINDS = {
+    "ClusterSecretStore": eso.ExternalSecretSpecSecretStoreRefKind.CLUSTER_SECRET_STORE,
+    "SecretStore": eso.ExternalSecretSpecSecretStoreRefKind.SECRET_STORE,
+}
+
 
 @dataclass(frozen=True)
 class SecretKey:
@@ -34,8 +39,16 @@ CATALOG: dict[str, SecretKey] = {s.key: s for s in (
     SecretKey("DJANGO_SECRET_KEY", "Django signing key; long and random (50+ characters)."),
     SecretKey("POSTGRES_PASSWORD", "Password of the application database user."),
     SecretKey("REDIS_PASSWORD", "Password Redis requires from every client (requirepass)."),
-    SecretKey("MINIO_ROOT_USER", "Object store access key used by the app and the bucket job."),
-    SecretKey("MINIO_ROOT_PASSWORD", "Object store secret key (40 characters recommended)."),
+    SecretKey("MINIO_ROOT_USER", "Object store admin access key: the server and the bucket job only."),
+    SecretKey("MINIO_ROOT_PASSWORD", "Object store admin secret key (40 characters recommended)."),
+    SecretKey("MINIO_ACCESS_KEY", "Object store key of the app: its uploads bucket only."),
+    SecretKey("MINIO_SECRET_KEY", "Secret of the app's object store key."),
+    SecretKey("BACKUP_S3_ACCESS_KEY_ID", "Object store key of the backup jobs: write dumps, no delete."),
+    SecretKey("BACKUP_S3_SECRET_ACCESS_KEY", "Secret of the backup jobs' object store key."),
+    SecretKey("BACKUP_PRUNE_S3_ACCESS_KEY_ID", "Object store key of the dump retention job: list and delete dumps."),
+    SecretKey("BACKUP_PRUNE_S3_SECRET_ACCESS_KEY", "Secret of the dump retention job's object store key."),
+    SecretKey("MIRROR_S3_ACCESS_KEY_ID", "Object store key of the off-site mirror: read uploads and dumps."),
+    SecretKey("MIRROR_S3_SECRET_ACCESS_KEY", "Secret of the off-site mirror's object store key."),
     SecretKey("GRAFANA_ADMIN_PASS", "Grafana admin password; never admin/admin."),
     SecretKey("DJANGO_SUPERUSER_PASSWORD", "Password for the first Django superuser (make createsuperuser)."),
     SecretKey("GA_SVC_JSON_BASE64", "Optional: Google Analytics service-account JSON, base64.", optional=True),
@@ -105,7 +118,7 @@ class SecretRefs:
             spec=eso.ExternalSecretSpec(
                 refresh_interval=self.config.refresh_interval,
                 secret_store_ref=eso.ExternalSecretSpecSecretStoreRef(
-                    kind=eso.ExternalSecretSpecSecretStoreRefKind.CLUSTER_SECRET_STORE,
+                    kind=STORE_KINDS[self.config.store_kind],
                     name=self.config.store or ""),
                 target=eso.ExternalSecretSpecTarget(
                     name=self.name,

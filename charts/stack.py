@@ -69,14 +69,20 @@ class StackChart(cdk8s.Chart):
         self.redis = Redis(self, "redis", stack=stack, config=profile.redis)
         self.object_store = ObjectStore(self, "object-store", stack=stack, config=profile.object_store)
 
+        # The admin may have a host of its own (edge.admin.subdomain).
+        admin_host = profile.edge.admin.host(profile.domain)
+        hosts = [profile.domain, *([admin_host] if admin_host else [])]
         # What every process of the app reads (api, workers, beat, migrate).
         app_env = [
             env("ENV", profile.name),
             env("DOMAIN", profile.domain),
             env("DJANGO_SETTINGS_MODULE", profile.api.settings_module),
-            env("ALLOWED_HOSTS", profile.domain),
-            env("CSRF_TRUSTED_ORIGINS", f"https://{profile.domain}"),
+            env("ALLOWED_HOSTS", ",".join(hosts)),
+            env("CSRF_TRUSTED_ORIGINS", ",".join(f"https://{host}" for host in hosts)),
             env("MAX_UPLOAD_SIZE", str(profile.edge.body_size_bytes)),
+            # HSTS has one owner, Django's SecurityMiddleware (config.settings.prod).
+            env("DJANGO_HSTS_SECONDS", str(profile.edge.hsts_max_age_seconds if profile.edge.hsts else 0)),
+            env("DJANGO_HSTS_INCLUDE_SUBDOMAINS", "true" if profile.edge.hsts_include_subdomains else "false"),
             # Task events feed the Celery exporter (monitoring).
             env("CELERY_WORKER_SEND_TASK_EVENTS", "true"),
             # Longer than any task's hard time limit (profile rule), so Redis

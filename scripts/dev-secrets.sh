@@ -50,6 +50,25 @@ value_of() {
   printf '%s' "$raw"
 }
 
+# set_value KEY VALUE: replace KEY's line(s) in the env file, or append one.
+# Shell builtins only (read, printf): a value on the command line of sed or
+# any other process would show in /proc/<pid>/cmdline to every local user.
+set_value() {
+  local line found=false tmp
+  tmp=$(mktemp "$env_file.XXXXXX")
+  chmod 600 "$tmp"
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    if [[ "$line" == "$1="* ]]; then
+      printf '%s=%s\n' "$1" "$2"
+      found=true
+    else
+      printf '%s\n' "$line"
+    fi
+  done <"$env_file" >"$tmp"
+  $found || printf '%s=%s\n' "$1" "$2" >>"$tmp"
+  mv "$tmp" "$env_file"
+}
+
 secret_env=$(mktemp)
 trap 'rm -f "$secret_env"' EXIT
 generated=0
@@ -58,11 +77,7 @@ for key in "${keys[@]}"; do
   if [[ -z "$value" && "$optional_keys" != *" $key "* ]]; then
     # Hex keeps generated values safe inside URLs (DATABASE_URL, REDIS_URL).
     value=$(openssl rand -hex 32)
-    if grep -qE "^$key=" "$env_file"; then
-      sed -i "s|^$key=.*|$key=$value|" "$env_file"
-    else
-      printf '%s=%s\n' "$key" "$value" >>"$env_file"
-    fi
+    set_value "$key" "$value"
     generated=$((generated + 1))
   fi
   printf '%s=%s\n' "$key" "$value" >>"$secret_env"

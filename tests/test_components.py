@@ -226,7 +226,9 @@ def test_external_object_store_keeps_the_app_settings():
     api_env = env_of(container(one(objects, "Deployment", "api"), "api"))
     assert api_env["MINIO_ENDPOINT"]["value"] == "https://s3.eu-west-1.amazonaws.com"
     assert api_env["MINIO_BUCKET"]["value"] == "krvibe"
-    assert {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"} <= set(api_env)
+    # The app's own key (an IAM user with the app policy, docs/security.md), never the admin's.
+    assert api_env["MINIO_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "MINIO_ACCESS_KEY"
+    assert not {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"} & set(api_env)
     egress = [(c.source.key, c.target.cidr, c.port) for c in stack.network.connections if c.target.cidr]
     assert ("api", "0.0.0.0/0", 443) in egress
 

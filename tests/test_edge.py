@@ -45,8 +45,10 @@ def test_ingress_routes_only_public_paths_to_the_api(manifests, stacks, env):
     ingress = one(manifests[env], "Ingress", "public")
     domain = stacks[env].profile.domain
     # Every prefix the app serves, and nothing else (/healthz, /readyz and /metrics stay inside).
+    # Stage and prod serve /admin on its own, restricted Ingress (test_admin_edge.py).
+    public = [p for p in django_public_paths() if env == "dev" or p != "/admin"]
     api_port = one(manifests[env], "Service", "api")["spec"]["ports"][0]["port"]
-    assert routes(ingress) == sorted((domain, p, "api", api_port) for p in django_public_paths())
+    assert routes(ingress) == sorted((domain, p, "api", api_port) for p in public)
     service = one(manifests[env], "Service", "api")
     container = one(manifests[env], "Deployment", "api")["spec"]["template"]["spec"]["containers"][0]
     target_name = service["spec"]["ports"][0]["targetPort"]
@@ -69,11 +71,17 @@ def test_nginx_inc_limits_come_from_the_profile(manifests, stacks, env):
     assert not any(key.startswith("nginx.ingress.kubernetes.io/") for key in annotations), "retired annotations"
 
 
-def test_hsts_in_prod_not_in_dev(manifests):
-    prod = one(manifests["prod"], "Ingress", "public")["metadata"]["annotations"]
-    dev = one(manifests["dev"], "Ingress", "public")["metadata"]["annotations"]
-    assert prod["nginx.org/hsts"] == "true" and int(prod["nginx.org/hsts-max-age"]) >= 15552000
-    assert "nginx.org/hsts" not in dev
+def test_hsts_comes_from_the_profile_through_the_app_env(manifests):
+    # Django owns the header (tests/app/test_hsts_contract.py); the Ingress has none.
+    def app_env(env):
+        api = one(manifests[env], "Deployment", "api")["spec"]["template"]["spec"]["containers"][0]
+        return {v["name"]: v.get("value") for v in api["env"]}
+    assert (app_env("prod")["DJANGO_HSTS_SECONDS"], app_env("prod")["DJANGO_HSTS_INCLUDE_SUBDOMAINS"]) == \
+        ("31536000", "true")
+    assert app_env("stage")["DJANGO_HSTS_SECONDS"] == "3600"
+    assert app_env("dev")["DJANGO_HSTS_SECONDS"] == "0"
+    for env in ("dev", "stage", "prod"):
+        assert not [k for k in one(manifests[env], "Ingress", "public")["metadata"]["annotations"] if "hsts" in k]
 
 
 # Let's Encrypt's ACME directories (letsencrypt.org/docs/acme-protocol-updates, /docs/staging-environment).
@@ -105,11 +113,11 @@ def test_traefik_renders_middlewares_and_a_redirect_router():
     assert middlewares["rate-limit"]["rateLimit"] == {"average": 600, "burst": 20, "period": "1m"}
     assert middlewares["body-size"]["buffering"] == {"maxRequestBodyBytes": 20 * 2**20}
     assert middlewares["redirect-https"]["redirectScheme"] == {"scheme": "https", "permanent": True}
-    assert middlewares["hsts"]["headers"]["stsSeconds"] == 31536000
+    assert "hsts" not in middlewares, "HSTS is Django's (one owner)"
     public = one(objects, "Ingress", "public")["metadata"]["annotations"]
     assert public["traefik.ingress.kubernetes.io/router.entrypoints"] == "websecure"
     assert public["traefik.ingress.kubernetes.io/router.middlewares"] == ",".join(
-        f"{namespace}-{name}@kubernetescrd" for name in ("rate-limit", "body-size", "hsts"))
+        f"{namespace}-{name}@kubernetescrd" for name in ("rate-limit", "body-size"))
     http = one(objects, "Ingress", "public-http")
     assert http["metadata"]["annotations"]["traefik.ingress.kubernetes.io/router.middlewares"] == \
         f"{namespace}-redirect-https@kubernetescrd"
@@ -137,7 +145,8 @@ def test_gateway_api_route_mirrors_the_ingress():
     assert spec["hostnames"] == [stack.profile.domain]
     assert spec["parentRefs"] == [{"name": "public-gw", "namespace": "gateways"}]
     (rule,) = spec["rules"]
-    assert sorted(m["path"]["value"] for m in rule["matches"]) == django_public_paths()
+    # Gateway API has no standard client allow-list: the restricted admin stays off the route.
+    assert sorted(m["path"]["value"] for m in rule["matches"]) == [p for p in django_public_paths() if p != "/admin"]
     assert rule["backendRefs"] == [{"name": "api", "port": 8000}]
 
 

@@ -139,6 +139,7 @@ def test_extends_merges_mappings_and_replaces_lists_and_scalars(capsys, env_dir,
           "api:\n  image: {repository: ghcr.io/vibearena/api, tag: '2.0.0'}\n  replicas: 2\n"
           "worker:\n  groups:\n    - {name: bulk, queues: [bulk]}\n"
           "edge:\n  tls: {acme_email: ops@vibearena.example.com}\n"
+          "  admin: {subdomain: admin, allow_cidrs: ['10.0.0.0/8']}\n"
           "secrets: {provider: external-secrets, store: qa-store, remote_key: vibearena/qa}\n")
     out = tmp_path / "dist"
     code, errors = run(capsys, "--env-dir", str(env_dir), "--out", str(out), "--env", "qa")
@@ -304,9 +305,13 @@ def test_a_preview_lives_in_its_own_namespace_and_host(preview_7):
     assert namespaces == {"vibearena-pr-7"}
     (namespace,) = of_kind(preview_7, "Namespace")
     assert namespace["metadata"]["name"] == "vibearena-pr-7"
-    (ingress,) = [o for o in preview_7 if o["kind"] == "Ingress"]
+    ingresses = {o["metadata"]["name"]: o for o in preview_7 if o["kind"] == "Ingress"}
+    assert sorted(ingresses) == ["admin", "public"], "stage's restricted admin comes with the preview"
+    ingress = ingresses["public"]
     assert [r["host"] for r in ingress["spec"]["rules"]] == ["pr-7.preview.vibearena.example.com"]
     assert ingress["spec"]["tls"][0]["hosts"] == ["pr-7.preview.vibearena.example.com"]
+    # The admin host is derived from the preview's domain, so previews never share it.
+    assert [r["host"] for r in ingresses["admin"]["spec"]["rules"]] == ["admin.pr-7.preview.vibearena.example.com"]
 
 
 def test_a_preview_runs_the_pull_requests_image(preview_7):

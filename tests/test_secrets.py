@@ -204,3 +204,72 @@ def test_dev_certs_signs_the_domain_with_a_local_ca(tmp_path):
     ca_before = (tmp_path / "ca.crt").read_bytes()
     second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert second.returncode == 0 and (tmp_path / "ca.crt").read_bytes() == ca_before, "the CA was replaced"
+
+
+@needs_kubectl
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_dev_secrets_never_puts_a_value_on_a_command_line(tmp_path):
+    """Every external command the script runs is a logging wrapper (PATH holds
+    nothing else), so any argv that carried a value would be in the log."""
+    wrappers = tmp_path / "bin"
+    wrappers.mkdir()
+    argv_log = tmp_path / "argv.log"
+    for tool in ("kubectl", "openssl", "sed", "grep", "cut", "tr", "tail", "head", "mktemp", "chmod", "cp", "mv",
+                 "rm", "dirname", "cat"):
+        real = shutil.which(tool)
+        assert real, f"{tool} not found"
+        wrapper = wrappers / tool
+        wrapper.write_text(f'#!{shutil.which("bash")}\nprintf "%s " "$0" "$@" >>"{argv_log}"\n'
+                           f'printf "\\n" >>"{argv_log}"\nexec {real} "$@"\n')
+        wrapper.chmod(0o755)
+    env_file = tmp_path / ".env"
+    env_file.write_text("DJANGO_SECRET_KEY=given-secret-value-123\nPOSTGRES_PASSWORD=\n# a comment\n")
+    result = subprocess.run([shutil.which("bash") or "bash", str(ROOT / "scripts" / "dev-secrets.sh"),
+                             "--env-file", str(env_file), "--dry-run"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60, check=False, env={"PATH": str(wrappers), "HOME": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    data = secret_data(result.stdout)
+    calls = argv_log.read_text()
+    assert "openssl rand" in calls and "kubectl create secret" in calls, "the wrappers did not see the tools run"
+    for key, value in data.items():
+        if value:
+            assert value not in calls, f"{key}'s value appeared on a command line"
+    written = env_file.read_text()
+    assert f"POSTGRES_PASSWORD={data['POSTGRES_PASSWORD']}\n" in written
+    assert "# a comment\n" in written and written.count("POSTGRES_PASSWORD=") == 1
+    assert oct(env_file.stat().st_mode)[-3:] == "600"
+
+
+def test_committed_envs_read_secrets_through_stores_of_their_own():
+    from charts.config import secret_stores_apart
+    from tests.support.render import profile_with
+
+    profiles = [profile_with(env, {}) for env in ENVS]
+    assert secret_stores_apart(profiles) is None
+    stores = {p.name: (p.secrets.store_kind, p.secrets.store) for p in profiles if p.name in ("stage", "prod")}
+    assert stores["stage"] != stores["prod"]
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    ({"secrets": {"store": "vibearena-prod"}}, "secrets.store"),
+    ({"secrets": {"store_kind": "SecretStore", "store": "vibearena-prod", "remote_key": "vibearena/prod"}},
+     "secrets.remote_key"),
+])
+def test_stage_sharing_prods_store_or_entry_is_refused(overrides, key):
+    from charts.config import secret_stores_apart
+    from tests.support.render import profile_with
+
+    if overrides["secrets"].get("store_kind") == "SecretStore":
+        prod = profile_with("prod", {"secrets": {"store_kind": "SecretStore"}})
+    else:
+        prod = profile_with("prod", {})
+    found = secret_stores_apart([prod, profile_with("stage", overrides)])
+    assert found is not None and found[:2] == ("stage", key), found
+
+
+def test_namespaced_secret_store_is_rendered_as_such():
+    from tests.support.render import render_with
+
+    _stack, objects = render_with("prod", {"secrets": {"store_kind": "SecretStore"}})
+    (external,) = [o for o in objects if o["kind"] == "ExternalSecret"]
+    assert external["spec"]["secretStoreRef"] == {"kind": "SecretStore", "name": "vibearena-prod"}

@@ -132,11 +132,39 @@ def test_ci_lints_tests_and_checks_the_render() -> None:
 def test_images_are_pushed_by_commit_sha() -> None:
     images = load(WORKFLOWS / "images.yml")
     assert images["on"]["push"]["branches"] == ["main"]
-    assert images["permissions"] == {"contents": "read", "packages": "write"}
+    # The write token exists only in the job, and the job runs only for main:
+    # workflow_dispatch from another branch must not push (or overwrite) anything.
+    assert images["permissions"] == {"contents": "read"}
+    build = images["jobs"]["build"]
+    assert build["permissions"] == {"contents": "read", "packages": "write"}
+    assert build["if"] == "github.ref == 'refs/heads/main'"
     matrix = images["jobs"]["build"]["strategy"]["matrix"]["include"]
     assert {(m["image"], m["context"]) for m in matrix} == {("api", "app"), ("backup", "backup")}
     script = "\n".join(s.get("run", "") for s in steps(images))
     assert 'ref="ghcr.io/' in script and ":$SHA" in script and 'docker push "$ref"' in script
+    assert script.index('docker manifest inspect "$ref"') < script.index('docker push "$ref"'), \
+        "an existing tag must be detected before pushing"
+    assert "RepoDigests" in script and 'digests/$IMAGE' in script, "the pushed digest must be recorded"
+    (upload,) = [st for st in steps(images) if st.get("uses", "").startswith("actions/upload-artifact@")]
+    assert upload["with"]["name"] == "digest-${{ matrix.image }}"
+
+
+def test_cd_renders_without_a_write_token_and_pushes_apart() -> None:
+    cd = load(WORKFLOWS / "cd.yml")
+    assert cd["permissions"] == {"contents": "read"}
+    job = cd["jobs"]["stage"]
+    checkout = job["steps"][0]
+    assert checkout["uses"].startswith("actions/checkout@") and checkout["with"]["persist-credentials"] is False
+    render = next(st for st in job["steps"] if st.get("id") == "render")
+    push = next(st for st in job["steps"] if st.get("name") == "Push the bump")
+    assert "make synth" in render["run"] and "make synth" not in push["run"]
+    assert not any("token" in str(v).lower() or "secrets." in str(v) for v in render.get("env", {}).values())
+    token_steps = [st.get("name") for st in job["steps"] if "github.token" in str(st.get("env", {}))
+                   or "secrets." in str(st.get("env", {}))]
+    assert token_steps == ["Fetch the digests images.yml recorded", "Push the bump"]
+    assert " push --quiet origin HEAD:main" in push["run"] and " push " not in render["run"]
+    # Stage is pinned by digest, with the commit recorded beside it.
+    assert "strenv(API_DIGEST)" in render["run"] and ".api.image.revision" in render["run"]
 
 
 def test_cd_bumps_stage_after_the_images() -> None:
@@ -147,6 +175,7 @@ def test_cd_bumps_stage_after_the_images() -> None:
     script = "\n".join(s.get("run", "") for s in job["steps"])
     assert "env/stage.yaml" in script and "make synth" in script and "git add env/stage.yaml dist/" in script
     assert "merge-base --is-ancestor" in script, "an older run must not roll stage back"
+    assert job["permissions"] == {"contents": "write", "actions": "read"}
     assert load(WORKFLOWS / "images.yml")["name"] == "images", "cd.yml follows the workflow by name"
 
 

@@ -11,11 +11,12 @@ a busy or broker-less worker.
 
 from __future__ import annotations
 
+import logging.config
 import os
 from pathlib import Path
 from typing import Any, ClassVar
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.prod")
 
@@ -25,6 +26,19 @@ DEFAULT_LIVENESS_INTERVAL = 10.0
 app = Celery("config")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.setup_logging.connect
+def use_django_logging(**kwargs: Any) -> None:
+    """Logging comes from Django's LOGGING (JSON, personal data masked).
+
+    Without a receiver Celery gives its task logger (`celery.task`, parent of
+    every get_task_logger()) its own plain-text stderr handler that does not
+    propagate, so task log lines would skip the masking filter.
+    """
+    from django.conf import settings
+
+    logging.config.dictConfig(settings.LOGGING)
 
 
 class LivenessHeartbeat(bootsteps.StartStopStep):

@@ -2,8 +2,11 @@
 
 One JSON object per line so the log collector needs no multiline parsing.
 The filter masks e-mail addresses, credentials (Authorization headers,
-bearer tokens, password/secret/token values, URL passwords) and client IP
-addresses in the message, its arguments, extra fields and tracebacks.
+bearer tokens, values of secret-looking keys, URL passwords), query-string
+values and client IP addresses in the message, its arguments, extra fields
+and tracebacks. Text is URL-decoded before masking, so `jane%40example.com`
+is found too. A request attached to a record (Django does that for every
+4xx/5xx) is logged as method and path, never with its query.
 Stdlib only: the module is also loaded by gunicorn's master for its own logs.
 """
 
@@ -16,38 +19,51 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 REDACTED = "<redacted>"
 EMAIL = "<email>"
 IP = "<ip>"
 
-_SENSITIVE_WORDS = (
-    "password",
-    "passwd",
-    "pwd",
-    "secret",
-    "token",
-    "apikey",
-    "accesskey",
-    "privatekey",
-    "authorization",
-    "cookie",
-    "sessionid",
-    "credential",
-    "signature",
+# A key is secret when its squashed name contains one of these...
+_SECRET_SUBSTRINGS = (
+    "password", "passwd", "passphrase", "pwd", "secret", "token", "apikey",
+    "accesskey", "privatekey", "authorization", "cookie", "sessionid",
+    "credential", "signature", "csrf", "jwt", "resetkey", "bearer",
 )
+# ...or when one of its words (split on _ - . and camelCase) is one of these.
+# Whole words only: "pin" must not catch "shipping", nor "key" "monkey".
+_SECRET_WORDS = frozenset({
+    "code", "sig", "otp", "totp", "pin", "jwt", "pass", "key", "auth", "session",
+    "sid", "mfa", "nonce", "salt", "hmac", "hash", "ssn", "iban",
+})
+# Common non-secret names that contain a secret word.
+_PUBLIC_KEYS = frozenset({
+    "statuscode", "exitcode", "returncode", "errorcode", "httpcode",
+    "responsecode", "countrycode", "languagecode", "currencycode", "keyerror",
+    "passed", "sessionduration",
+})
+_WORD = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+# Any name that might be a secret key; _is_sensitive_key decides.
 _KEY = (
-    r"[\w-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key"
-    r"|private[_-]?key|authorization|cookie|sessionid|credential|signature)[\w-]*"
+    r"[\w.-]*(?:pass|pwd|secret|token|key|auth|cookie|session|sid|credential|sig"
+    r"|csrf|jwt|otp|code|pin|mfa|nonce|salt|hmac|hash|ssn|iban|bearer)[\w.-]*"
 )
 _AUTH_SCHEME = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9\-._~+/]+=*")
+# The value runs to the first quote not escaped by a backslash, so a
+# password like `a\"b` is masked whole.
 _QUOTED_PAIR = re.compile(
-    rf"(?i)(?P<key>[\"']?\b{_KEY}[\"']?\s*[:=]\s*)(?P<q>[\"'])(?P<value>.*?)(?P=q)"
+    rf"(?i)(?P<key>[\"']?(?<![\w.-])(?P<name>{_KEY})[\"']?\s*[:=]\s*)"
+    r"(?P<q>[\"'])(?P<value>(?:\\.|(?!(?P=q))[^\\])*)(?P=q)"
 )
 _BARE_PAIR = re.compile(
-    rf"(?i)(?P<key>\b{_KEY}[\"']?\s*[:=]\s*)"
+    rf"(?i)(?P<key>(?<![\w.-])(?P<name>{_KEY})[\"']?\s*[:=]\s*)"
     r"(?![\"'])(?P<value>(?:(?:bearer|basic)\s+)?[^\s&,;'\"}\]]+)"
 )
+# A query string after a path or URL: its values are user input of any kind.
+_QUERY = re.compile(r"(?<=[\w/.%-])\?(?P<query>[^\s\"'#]*=[^\s\"'#]*)")
+_QUERY_PAIR = re.compile(r"(?P<name>[^=&;]*)=[^&;]*")
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
@@ -60,8 +76,13 @@ _RECORD_ATTRS = frozenset(
 
 
 def _is_sensitive_key(key: object) -> bool:
-    normalized = re.sub(r"[-_\s]", "", str(key)).lower()
-    return any(word in normalized for word in _SENSITIVE_WORDS)
+    name = str(key)
+    squashed = re.sub(r"[^a-z0-9]", "", name.lower())
+    if squashed in _PUBLIC_KEYS:
+        return False
+    if any(part in squashed for part in _SECRET_SUBSTRINGS):
+        return True
+    return any(word.lower() in _SECRET_WORDS for word in _WORD.findall(name))
 
 
 def _mask_ip(match: re.Match[str]) -> str:
@@ -76,17 +97,48 @@ def _mask_ip(match: re.Match[str]) -> str:
     return IP
 
 
+def _mask_query(match: re.Match[str]) -> str:
+    # Names stay (they help debugging and are chosen by the code), values go.
+    return "?" + _QUERY_PAIR.sub(
+        lambda pair: f"{pair.group('name')}={REDACTED}", match.group("query")
+    )
+
+
+def _url_decode(text: str) -> str:
+    # Repeated, so a double-encoded `%2540` turns into `@` as well.
+    for _ in range(3):
+        if not _PERCENT.search(text):
+            break
+        text = unquote(text)
+    return text
+
+
+def _mask_pair(match: re.Match[str], quoted: bool) -> str:
+    if not _is_sensitive_key(match.group("name")):
+        return match.group(0)
+    if quoted:
+        return f"{match.group('key')}{match.group('q')}{REDACTED}{match.group('q')}"
+    return f"{match.group('key')}{REDACTED}"
+
+
 def mask_text(text: str) -> str:
     """Mask personal data and credentials in free text."""
+    # Query values first, while they are still encoded and cannot contain
+    # a space that would end the match early.
+    text = _QUERY.sub(_mask_query, text)
+    text = _url_decode(text)
     text = _AUTH_SCHEME.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
     text = _URL_PASSWORD.sub(lambda m: f"{m.group('head')}{REDACTED}@", text)
-    text = _QUOTED_PAIR.sub(
-        lambda m: f"{m.group('key')}{m.group('q')}{REDACTED}{m.group('q')}", text
-    )
-    text = _BARE_PAIR.sub(lambda m: f"{m.group('key')}{REDACTED}", text)
+    text = _QUOTED_PAIR.sub(lambda m: _mask_pair(m, quoted=True), text)
+    text = _BARE_PAIR.sub(lambda m: _mask_pair(m, quoted=False), text)
     text = _EMAIL.sub(EMAIL, text)
     text = _IPV4.sub(_mask_ip, text)
     return _IPV6.sub(_mask_ip, text)
+
+
+def _is_request(value: object) -> bool:
+    # Django's HttpRequest, without importing Django (gunicorn's master).
+    return all(hasattr(value, name) for name in ("META", "method", "path"))
 
 
 def mask_value(value: Any) -> Any:
@@ -95,6 +147,9 @@ def mask_value(value: Any) -> Any:
         return mask_text(value)
     if value is None or isinstance(value, (bool, int, float)):
         return value
+    if _is_request(value):
+        # The path only: the query and headers carry user input and tokens.
+        return mask_text(f"{value.method} {value.path}")
     if isinstance(value, Mapping):
         return {
             key: REDACTED if _is_sensitive_key(key) else mask_value(item)

@@ -153,11 +153,14 @@ def test_logs_are_json_lines_without_personal_data(api_server: Server, app: App,
     email = "jane.roe@example.org"
     api_server.request("GET", f"/api/files/?email={email}", headers={"Authorization": f"Bearer {api_token}"})
     api_server.request("GET", "/api/", headers={"Host": "203.0.113.9"})  # logged as DisallowedHost
+    # A 404 is logged by django.request with the request attached.
+    api_server.request("GET", "/api/nope/?email=jane.roe%40example.org&invite_code=INV-LIVE-7")
     lines = api_server.log_lines()
     records = [json.loads(line) for line in lines]  # every line must be one JSON object
     assert any(record["logger"] == "gunicorn.error" for record in records)
     assert any(record.get("route") == "/api/files/" for record in records)
     text = "\n".join(lines)
-    for value in (api_token, email, "203.0.113.9", app.env["DJANGO_SUPERUSER_PASSWORD"],
+    assert any(record.get("request") == "GET /api/nope/" for record in records), "404 not logged by path"
+    for value in (api_token, email, "jane.roe", "INV-LIVE-7", "203.0.113.9", app.env["DJANGO_SUPERUSER_PASSWORD"],
                   hashlib.sha256(api_token.encode()).hexdigest()):
         assert value not in text, "personal data or a credential reached the log"

@@ -85,6 +85,13 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# Failed logins are counted per username and per client address in Redis
+# (core.throttle); past a limit, logins are refused for the window.
+AUTHENTICATION_BACKENDS = ["core.backends.ThrottledModelBackend"]
+LOGIN_FAILURES_PER_USERNAME = env.as_int("LOGIN_FAILURES_PER_USERNAME", 5, minimum=1)
+LOGIN_FAILURES_PER_ADDRESS = env.as_int("LOGIN_FAILURES_PER_ADDRESS", 20, minimum=1)
+LOGIN_LOCKOUT_SECONDS = env.as_int("LOGIN_LOCKOUT_SECONDS", 900, minimum=1)
+
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -110,6 +117,17 @@ FILE_UPLOAD_TEMP_DIR = env.optional("FILE_UPLOAD_TEMP_DIR") or None
 REDIS_URL = env.require_url_scheme(
     "REDIS_URL", env.required("REDIS_URL"), ("redis", "rediss")
 )
+
+# The cache is shared by every API pod (the login throttle depends on that).
+# Same Redis as the broker; keys are prefixed and all carry an expiry.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "cache",
+        "TIMEOUT": 900,
+    }
+}
 
 # Object storage (MinIO or any S3 API). Dedicated app credentials win over
 # the MinIO root pair so production can run with a bucket-scoped user; the

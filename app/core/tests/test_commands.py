@@ -51,6 +51,14 @@ class EnsureSuperuserTest(TestCase):
         with self.assertRaisesMessage(CommandError, "DJANGO_SUPERUSER_PASSWORD"):
             run("ensure_superuser", **env)
 
+    def test_weak_passwords_are_refused_and_no_user_is_created(self) -> None:
+        # Each fails a different validator in AUTH_PASSWORD_VALIDATORS.
+        for weak in ("admin", "password123", "83920174650", "root-admin-1"):
+            env = {**self.env, "DJANGO_SUPERUSER_PASSWORD": weak}
+            with self.subTest(password=weak), self.assertRaisesMessage(CommandError, "too weak"):
+                run("ensure_superuser", **env)
+        self.assertFalse(get_user_model().objects.exists())
+
 
 class CreateApiTokenTest(TestCase):
     def test_printed_token_authenticates_and_only_its_hash_is_stored(self) -> None:

@@ -11,6 +11,8 @@ import os
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError
@@ -35,16 +37,27 @@ class Command(BaseCommand):
             return
         # Without a password createsuperuser --noinput makes an account that
         # cannot log in, which is never what a deploy wants.
-        if not os.environ.get("DJANGO_SUPERUSER_PASSWORD"):
+        password = os.environ.get("DJANGO_SUPERUSER_PASSWORD", "")
+        if not password:
             raise CommandError("DJANGO_SUPERUSER_PASSWORD is required to create it.")
+        email = os.environ.get("DJANGO_SUPERUSER_EMAIL", "")
+        # createsuperuser --noinput skips AUTH_PASSWORD_VALIDATORS, so a
+        # password like "admin" would be accepted; check it here.
+        candidate = user_model(**{user_model.USERNAME_FIELD: username, "email": email})
+        try:
+            validate_password(password, user=candidate)
+        except ValidationError as error:
+            raise CommandError(
+                "DJANGO_SUPERUSER_PASSWORD is too weak: " + " ".join(error.messages)
+            ) from None
         try:
             # createsuperuser reads DJANGO_SUPERUSER_PASSWORD (and EMAIL)
-            # from the environment itself and runs the password validators.
+            # from the environment itself.
             call_command(
                 "createsuperuser",
                 interactive=False,
                 username=username,
-                email=os.environ.get("DJANGO_SUPERUSER_EMAIL", ""),
+                email=email,
                 verbosity=0,
             )
         except IntegrityError:
