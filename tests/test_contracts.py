@@ -278,21 +278,71 @@ def test_the_redis_exporters_use_the_server_password(manifests, env):
                 assert host.split(".")[0] == "redis" and int(port) == redis_port, trigger["metadata"]["address"]
 
 
+# Which key pair (Secret keys) each object-store client may hold, written out
+# here (docs/security.md): only the server and the bucket Job hold the admin key.
+S3_ROLE_OF_WORKLOAD = {
+    "minio": ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"),
+    "ensure-bucket": ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"),
+    "api": ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
+    "worker": ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
+    "beat": ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
+    "migrate": ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
+    "createsuperuser": ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
+    "postgres-backup": ("BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY"),
+    "postgres-restore": ("BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY"),
+    "restore-drill": ("BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY"),
+    "backup-exporter": ("BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY"),
+    "backup-prune": ("BACKUP_PRUNE_S3_ACCESS_KEY_ID", "BACKUP_PRUNE_S3_SECRET_ACCESS_KEY"),
+    "object-store-mirror": ("MIRROR_S3_ACCESS_KEY_ID", "MIRROR_S3_SECRET_ACCESS_KEY"),
+}
+S3_KEY_VARS = (("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"),
+               ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
+               ("BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY"))
+
+
+def _workload_role(name: str) -> str:
+    for known in sorted(S3_ROLE_OF_WORKLOAD, key=len, reverse=True):
+        if name == known or name.startswith(known + "-"):
+            return known
+    raise AssertionError(f"{name} holds object-store credentials but has no role in S3_ROLE_OF_WORKLOAD")
+
+
 @pytest.mark.parametrize("env", ENVS)
-def test_object_store_clients_use_the_server_credentials(manifests, env):
+def test_object_store_clients_hold_their_own_scoped_key(manifests, env):
+    """Each client holds exactly its role's key pair, and the in-cluster server
+    knows that pair: as its admin key or among the identities it loads."""
     objects = manifests[env]
-    if not of_kind(objects, "StatefulSet") or not [s for s in of_kind(objects, "StatefulSet")
-                                                   if s["metadata"]["name"] == "minio"]:
-        pytest.skip("no in-cluster object store")
-    server = containers_of(objects, "StatefulSet", "minio")["minio"]
-    root = (secret_ref(server, "AWS_ACCESS_KEY_ID"), secret_ref(server, "AWS_SECRET_ACCESS_KEY"))
+    servers = [s for s in of_kind(objects, "StatefulSet") if s["metadata"]["name"] == "minio"]
+    known: set[tuple[tuple[str, str], tuple[str, str]]] = set()
+    if servers:
+        pods = {c["name"]: c for c in servers[0]["spec"]["template"]["spec"].get("initContainers", [])}
+        pods.update(containers_of(objects, "StatefulSet", "minio"))
+        loaded = (*S3_KEY_VARS, ("BACKUP_PRUNE_S3_ACCESS_KEY_ID", "BACKUP_PRUNE_S3_SECRET_ACCESS_KEY"),
+                  ("MIRROR_S3_ACCESS_KEY_ID", "MIRROR_S3_SECRET_ACCESS_KEY"))
+        for container in pods.values():
+            names = set(env_of(container))
+            known |= {(secret_ref(container, a), secret_ref(container, b)) for a, b in loaded
+                      if a in names and b in names}
+    if servers:
+        (server,) = containers_of(objects, "StatefulSet", "minio").values()
+        admin = (secret_ref(server, "AWS_ACCESS_KEY_ID"), secret_ref(server, "AWS_SECRET_ACCESS_KEY"))
+        assert tuple(key for _name, key in admin) == S3_ROLE_OF_WORKLOAD["minio"]
+    held = 0
     for pod in pod_templates(objects):
+        if pod.owner["kind"] == "StatefulSet" and pod.owner["metadata"]["name"] == "minio":
+            continue  # the server itself: its identities loader reads every scoped key
         for container in pod.containers():
             names = set(env_of(container))
-            for key_var, secret_var in (("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"),
-                                        ("BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY")):
-                if key_var in names:
-                    assert (secret_ref(container, key_var), secret_ref(container, secret_var)) == root, pod.where
+            for access, secret in S3_KEY_VARS:
+                if access not in names:
+                    continue
+                held += 1
+                pair = (secret_ref(container, access), secret_ref(container, secret))
+                expected = S3_ROLE_OF_WORKLOAD[_workload_role(pod.owner["metadata"]["name"])]
+                assert tuple(key for _name, key in pair) == expected, (pod.where, pair, expected)
+                if servers:
+                    assert pair in known, f"{pod.where}: the object store does not know the key pair {pair}"
+    assert held, "no object-store client found"
 
 
 # --- loopback addresses and scrape targets -----------------------------------------------------

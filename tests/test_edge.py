@@ -21,7 +21,8 @@ def django_public_paths() -> list[str]:
     static = re.search(r'^STATIC_URL = "([^"]+)"', (ROOT / "app" / "config" / "settings" / "base.py").read_text(),
                        re.MULTILINE)
     assert prefixes and static, "the app's routes could not be read"
-    return sorted("/" + p.strip("/") for p in {*prefixes, static.group(1)})
+    # The Ingress routes by first path segment (admin/login/ is under /admin).
+    return sorted({"/" + p.strip("/").split("/")[0] for p in {*prefixes, static.group(1)}})
 
 
 def gunicorn_port() -> int:
