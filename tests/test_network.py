@@ -143,6 +143,8 @@ COMMON_EDGES: set[Edge] = APP_EDGES | {
     ("postgres-restore", *DB), ("postgres-restore", *S3),
     ("restore-drill", *DB), ("restore-drill", *S3),
     ("backup-exporter", *S3),
+    # Retention: the only key that may delete dumps (docs/security.md).
+    ("backup-prune", *S3),
     ("celery-exporter", *CACHE),
     ("grafana", "prometheus", 9090, "TCP"),
     ("prometheus", "api", 8000, "TCP"), ("prometheus", "postgres", 9187, "TCP"),
@@ -260,7 +262,7 @@ def test_switched_on_features_render_exactly_their_declared_connections(override
 SCRAPED = {("api", 8000), ("postgres", 9187), ("redis", 9121), ("minio", 9327), ("backup-exporter", 9188),
            ("celery-exporter", 9808)}
 EVERYONE_ON_S3 = ("api", "worker-default", "beat", "migrate", "createsuperuser", "ensure-bucket",
-                  "postgres-backup", "postgres-restore", "restore-drill", "backup-exporter")
+                  "postgres-backup", "postgres-restore", "restore-drill", "backup-exporter", "backup-prune")
 SWITCHED: list[tuple[str, dict[str, Any], set[Edge], set[Edge], tuple[str, ...]]] = [
     # (id, overrides, edges added to prod's, edges removed from prod's, extra DNS servers)
     ("operator-monitoring", {"monitoring": {"mode": "operator", "alertmanager": {"mode": "off"}}},
@@ -275,7 +277,7 @@ SWITCHED: list[tuple[str, dict[str, Any], set[Edge], set[Edge], tuple[str, ...]]
     ("external-s3-offsite-internet",
      {"object_store": {"mode": "external", "external_endpoint": "https://s3.example.net"},
       "backups": {"offsite": {"enabled": True}}, "network": {"app_internet_egress": True}},
-     {(name, "cidr:0.0.0.0/0", 443, "TCP") for name in (*EVERYONE_ON_S3, "minio-mirror")},
+     {(name, "cidr:0.0.0.0/0", 443, "TCP") for name in (*EVERYONE_ON_S3, "minio-mirror", "dumps-mirror")},
      {(name, *S3) for name in EVERYONE_ON_S3} | {("prometheus", "minio", 9327, "TCP")}, ()),
     ("node-local-dns", {"network": {"dns_cidrs": ["169.254.20.10/32"]}}, set(), set(), ("cidr:169.254.20.10/32",)),
 ]
