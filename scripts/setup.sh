@@ -49,8 +49,9 @@ venv() {
 }
 
 apt_packages() {
-  # PostgreSQL, Redis, promtool, amtool and Alertmanager, rclone, jq and shellcheck run for real in the tests.
-  local packages=(postgresql redis-server prometheus prometheus-alertmanager rclone shellcheck jq)
+  # PostgreSQL, Redis, promtool, amtool and Alertmanager, rclone, jq and shellcheck run for real in the tests;
+  # debootstrap builds the runtime roots.
+  local packages=(postgresql redis-server prometheus prometheus-alertmanager rclone shellcheck jq debootstrap)
   local missing=()
   for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
@@ -68,6 +69,19 @@ apt_packages() {
     "${missing[@]}" >/dev/null
 }
 
+# Debian roots with the images' runtimes (Python 3.13, PostgreSQL 18, Valkey 9,
+# Prometheus 3) for the runtime tests. The builder keeps its own stamp and is a
+# no-op when current. Without root the tests skip; in CI a failed build fails.
+runtime_roots() {
+  if [[ $(id -u) -ne 0 ]]; then
+    log "runtime roots need root: the runtime tests will skip"
+    return 0
+  fi
+  bash scripts/runtime-roots.sh build && return 0
+  [[ -z "${CI:-}" ]] || exit 1
+  log "runtime roots not built: the runtime tests will skip"
+}
+
 command -v node >/dev/null || { log "Node.js >= 20 is required (22+ recommended)"; exit 1; }
 
 step python-synth "requirements.txt" venv .venv -r requirements.txt
@@ -83,4 +97,5 @@ if [[ "$mode" == test ]]; then
   step python-test "requirements.txt requirements-dev.txt app/requirements.txt constraints.txt" \
     venv .venv -r requirements-dev.txt -c constraints.txt
   step checkov "requirements-checkov.txt" venv .venv-checkov -r requirements-checkov.txt
+  runtime_roots
 fi
