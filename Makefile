@@ -20,7 +20,7 @@ LOG_SELECTOR = $(if $(C),app.kubernetes.io/name=$(C),app.kubernetes.io/part-of=v
 SHELL_SCRIPTS = $(wildcard scripts/*.sh kind/*.sh backup/bin/*)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup synth render preview test lint imports bench up down logs rebuild diff secrets certs migrate \
+.PHONY: help setup synth render preview test test-runtime lint imports bench up down logs rebuild diff secrets certs migrate \
 	createsuperuser grafana minio-console backup-now restore smoke topology footprint plan
 
 help: ## List the tasks
@@ -39,6 +39,10 @@ render: setup ## Render one env only: make render ENV=prod
 test: ## Install everything the tests need, then run them all
 	@bash scripts/setup.sh test
 	$(PYTHON) -m pytest
+
+test-runtime: ## Only the tests on the images' runtimes (Python 3.13, PostgreSQL 18, Valkey 9, Prometheus 3)
+	@bash scripts/setup.sh test
+	$(PYTHON) -m pytest -m runtime
 
 lint: ## ruff, mypy and shellcheck
 	@bash scripts/setup.sh test

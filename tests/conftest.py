@@ -9,13 +9,16 @@ import pytest
 
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
-import main
 from tests.support.manifests import ENV_DIR, ENVS
 
 
 @pytest.fixture(scope="session")
 def built() -> dict[str, tuple[Any, list[dict[str, Any]]]]:
     """{env: (chart, manifests)} for every profile in env/."""
+    # Imported here: the runtime roots run tests/app and tests/backup without
+    # the rendering toolchain (cdk8s, Node.js).
+    import main
+
     return main.build(ENV_DIR, ENVS)
 
 

@@ -1,13 +1,15 @@
 """The rendered data-service configuration, run by the real servers.
 
-The cluster runs Postgres 18 and Valkey 9; here the Debian packages give
-Postgres 15 and Redis 7, which read the same settings and config syntax, so a
-typo or an invalid value in what we render fails here first.
+The cluster runs Postgres 18 and Valkey 9. Each test runs twice: on this
+machine's Postgres 15 and Redis 7, and on the rendered images' own majors,
+PostgreSQL 18 and Valkey 9 from the Debian testing root of
+scripts/runtime-roots.sh (skipped with one line where roots cannot be built).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -15,8 +17,26 @@ import pytest
 
 from tests.support import services
 from tests.support.manifests import one
+from tests.support.roots import require_roots, root_runtime
 
 CI = bool(os.environ.get("CI"))
+
+
+@pytest.fixture(params=["host", pytest.param("forky", marks=pytest.mark.runtime)])
+def runtime(request) -> services.Runtime:
+    """This machine, or the root with the images' server majors."""
+    if request.param == "host":
+        return services.HOST
+    require_roots()
+    return root_runtime(request.param)
+
+
+def image_major(objects: list[dict], kind: str, name: str, container_name: str) -> int:
+    """The major version in the rendered image tag (postgres:18.6-trixie -> 18)."""
+    tag = container(objects, kind, name, container_name)["image"].rsplit(":", 1)[1]
+    match = re.match(r"v?(\d+)\.", tag)
+    assert match, f"no version in image tag {tag}"
+    return int(match.group(1))
 
 
 def container(objects: list[dict], kind: str, name: str, container_name: str) -> dict:
@@ -31,9 +51,9 @@ def rendered_postgres_settings(objects: list[dict]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("env", ["dev", "prod"])
-def test_postgres_accepts_the_rendered_settings(manifests, env):
+def test_postgres_accepts_the_rendered_settings(manifests, env, runtime):
     try:
-        server_cm = services.postgres_server()
+        server_cm = services.postgres_server(runtime=runtime)
         server = server_cm.__enter__()
     except services.MissingBinaryError as err:
         if CI:
@@ -48,6 +68,10 @@ def test_postgres_accepts_the_rendered_settings(manifests, env):
             for key, value in settings.items():
                 handle.write(f"{key} = '{value}'\n")
         server.start()  # fails on an unknown setting or an invalid value
+        if runtime is not services.HOST:
+            # The root must run the major the chart deploys, or this proves nothing.
+            major = int(server.psql("SHOW server_version_num")) // 10000
+            assert major == image_major(manifests[env], "StatefulSet", "postgres", "postgres")
         for key, value in settings.items():
             shown = server.psql(f"SHOW {key}")
             # psql output is stripped, so compare without trailing blanks.
@@ -61,12 +85,15 @@ def _same_size(shown: str, rendered: str) -> bool:
     return rendered == "-1" or shown.replace(" ", "") == rendered
 
 
-def test_redis_runs_the_rendered_config_and_command(manifests, tmp_path):
-    redis_server, redis_cli = shutil.which("redis-server"), shutil.which("redis-cli")
+def test_redis_runs_the_rendered_config_and_command(manifests, tmp_path, runtime):
+    if runtime is services.HOST:
+        redis_server, redis_cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    else:  # the image's own binary names, unreplaced
+        redis_server, redis_cli = runtime.which("valkey-server"), runtime.which("valkey-cli")
     if not (redis_server and redis_cli):
         if CI:
-            pytest.fail("redis-server not installed (scripts/setup.sh installs it)")
-        pytest.skip("redis-server not installed")
+            pytest.fail(f"redis-server not installed in {runtime.name} (scripts/setup.sh installs it)")
+        pytest.skip(f"redis-server not installed in {runtime.name}")
     objects = manifests["prod"]
     conf = one(objects, "ConfigMap", "redis-config")["data"]["valkey.conf"]
     redis = container(objects, "StatefulSet", "redis", "redis")
@@ -82,15 +109,21 @@ def test_redis_runs_the_rendered_config_and_command(manifests, tmp_path):
               .replace("/tmp/valkey.conf", str(tmp_path / "valkey.conf"))
               .replace("valkey-server", redis_server))
     password = "Rendered0Config0Test"
-    process = subprocess.Popen(["sh", "-c", script], env={**os.environ, "REDIS_PASSWORD": password},
+    process = subprocess.Popen(runtime.command(["sh", "-c", script]), env={**os.environ, "REDIS_PASSWORD": password},
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         services.wait_for_port(port, process=process)
 
         def cli(*args: str, auth: bool = True) -> str:
             env = {**os.environ, **({"REDISCLI_AUTH": password} if auth else {})}
-            return subprocess.run([redis_cli, "-p", str(port), *args], env=env, capture_output=True, text=True,
-                                  timeout=10, check=False).stdout.strip()
+            return subprocess.run(runtime.command([redis_cli, "-p", str(port), *args]), env=env, capture_output=True,
+                                  text=True, timeout=10, check=False).stdout.strip()
+
+        if runtime is not services.HOST:
+            version = cli("info", "server")
+            # Valkey also reports redis_version (7.2.4, for clients): read its own.
+            major = re.search(r"^valkey_version:(\d+)\.", version, re.MULTILINE)
+            assert major and int(major.group(1)) == image_major(objects, "StatefulSet", "redis", "redis"), version
 
         assert "NOAUTH" in cli("ping", auth=False), "the server answers without the password"
         assert cli("ping") == "PONG"
@@ -101,10 +134,10 @@ def test_redis_runs_the_rendered_config_and_command(manifests, tmp_path):
         # The rendered readiness probe, against this server.
         probe = " ".join(redis["readinessProbe"]["exec"]["command"][2:])
         probe = probe.replace("valkey-cli -h 127.0.0.1", f"{redis_cli} -h 127.0.0.1 -p {port}")
-        result = subprocess.run(["sh", "-c", probe], env={**os.environ, "REDIS_PASSWORD": password},
+        result = subprocess.run(runtime.command(["sh", "-c", probe]), env={**os.environ, "REDIS_PASSWORD": password},
                                 capture_output=True, timeout=10, check=False)
         assert result.returncode == 0, "the readiness probe fails against a healthy server"
-        wrong = subprocess.run(["sh", "-c", probe], env={**os.environ, "REDIS_PASSWORD": "wrong"},
+        wrong = subprocess.run(runtime.command(["sh", "-c", probe]), env={**os.environ, "REDIS_PASSWORD": "wrong"},
                                capture_output=True, timeout=10, check=False)
         assert wrong.returncode != 0, "the readiness probe passes with a wrong password"
         # sh execs the server, so this pid is redis-server: its command line

@@ -25,11 +25,16 @@ from charts.stack import Stack
 from charts.workload import Container, Deployment, Port, Probe, Probes
 from tests.support.manifests import ENVS, ROOT, name_of, of_kind, one, pod_templates
 from tests.support.render import profile_with, render_with
+from tests.support.roots import require_roots, root_runtime
 from tests.support.schemas import NEWEST, OLDEST, is_custom, validate_builtin, validate_custom
+from tests.support.services import HOST, Runtime
 
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not installed (Debian package `prometheus`; `make test` installs it)")
+# The image runs Prometheus 3 (quay.io/prometheus/prometheus:v3.x); this machine's promtool is 2.x.
+# Each promtool test also runs with promtool 3 from the forky root of scripts/runtime-roots.sh.
+PROMTOOL_RUNTIMES = ["host", pytest.param("forky", marks=pytest.mark.runtime)]
 UNIT_TESTS = sorted((ROOT / "tests" / "monitoring").glob("*.test.yaml"))
 NAMESPACE = "vibearena-dev"
 # The jobs of the standard wiring (charts/stack.py), as the unit tests expect them.
@@ -53,9 +58,28 @@ def unit_test_groups(**settings: Any) -> list[m.RuleGroup]:
     return m.alert_groups(jobs, m.AlertSettings(namespace=NAMESPACE, **settings))
 
 
-def promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    assert PROMTOOL
-    return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+@pytest.fixture(params=PROMTOOL_RUNTIMES)
+def promtool_in(request) -> Runtime:
+    if request.param == "host":
+        return HOST
+    require_roots()
+    return root_runtime(request.param)
+
+
+def promtool(*args: str, cwd: Path, runtime: Runtime = HOST) -> subprocess.CompletedProcess[str]:
+    binary = PROMTOOL if runtime is HOST else runtime.which("promtool")
+    assert binary, f"promtool missing in {runtime.name}"
+    return subprocess.run(runtime.command([binary, *args]), cwd=cwd, capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+def test_the_forky_promtool_is_the_images_major(manifests):
+    """The Prometheus 3 checks only mean something if that promtool is 3.x, like the rendered image."""
+    require_roots()
+    image = one(manifests["prod"], "StatefulSet", "prometheus")["spec"]["template"]["spec"]["containers"][0]["image"]
+    result = promtool("--version", cwd=ROOT, runtime=root_runtime("forky"))
+    version = re.search(r"version (\d+)\.", result.stdout + result.stderr)
+    assert version and image.split(":v", 1)[1].split(".")[0] == version.group(1), (image, result.stdout)
 
 
 def config_map(objects: list[dict[str, Any]], name: str) -> dict[str, str]:
@@ -192,25 +216,25 @@ def test_a_rule_naming_an_unlisted_metric_is_rejected(monkeypatch):
 
 
 @needs_promtool
-def test_promtool_rule_unit_tests(tmp_path):
+def test_promtool_rule_unit_tests(tmp_path, promtool_in):
     """The alerts fire on synthetic series and stay silent on healthy ones."""
     assert UNIT_TESTS, "no tests/monitoring/*.test.yaml"
     rules = m.rules_document(unit_test_groups(database_volume_size="10Gi"), NAMESPACE)
     (tmp_path / m.RULES_FILE).write_text(m.dump_yaml(rules))
     for test in UNIT_TESTS:
         shutil.copy(test, tmp_path / test.name)
-    result = promtool("test", "rules", *(t.name for t in UNIT_TESTS), cwd=tmp_path)
+    result = promtool("test", "rules", *(t.name for t in UNIT_TESTS), cwd=tmp_path, runtime=promtool_in)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 @needs_promtool
-def test_promtool_unit_tests_catch_a_broken_rule(tmp_path):
+def test_promtool_unit_tests_catch_a_broken_rule(tmp_path, promtool_in):
     """Negative case: with the backlog threshold raised, the backlog test must fail."""
     rules = m.rules_document(unit_test_groups(database_volume_size="10Gi", queue_backlog=1000), NAMESPACE)
     (tmp_path / m.RULES_FILE).write_text(m.dump_yaml(rules))
     for test in UNIT_TESTS:
         shutil.copy(test, tmp_path / test.name)
-    result = promtool("test", "rules", *(t.name for t in UNIT_TESTS), cwd=tmp_path)
+    result = promtool("test", "rules", *(t.name for t in UNIT_TESTS), cwd=tmp_path, runtime=promtool_in)
     assert result.returncode != 0 and "CeleryQueueBacklog" in result.stdout + result.stderr
 
 
@@ -273,16 +297,16 @@ def test_scrape_target_checks_its_fields(workload):
 
 @needs_promtool
 @pytest.mark.parametrize("env", ENVS)
-def test_promtool_checks_the_rendered_config_and_rules(manifests, wired, env, tmp_path):
+def test_promtool_checks_the_rendered_config_and_rules(manifests, wired, env, tmp_path, promtool_in):
     config = config_map(manifests[env], "prometheus-config")[m.CONFIG_FILE]
     rules = config_map(manifests[env], "prometheus-rules")[m.RULES_FILE]
     # The two ConfigMaps share one directory in the pod (a projected volume).
     (tmp_path / m.CONFIG_FILE).write_text(config)
     (tmp_path / m.RULES_FILE).write_text(rules)
     assert yaml.safe_load(config)["rule_files"] == [m.RULES_FILE]
-    result = promtool("check", "config", m.CONFIG_FILE, cwd=tmp_path)
+    result = promtool("check", "config", m.CONFIG_FILE, cwd=tmp_path, runtime=promtool_in)
     assert result.returncode == 0, f"{env}: {result.stdout}{result.stderr}"
-    result = promtool("check", "rules", m.RULES_FILE, cwd=tmp_path)
+    result = promtool("check", "rules", m.RULES_FILE, cwd=tmp_path, runtime=promtool_in)
     assert result.returncode == 0, f"{env}: {result.stdout}{result.stderr}"
 
 
@@ -533,7 +557,7 @@ def test_dashboards_open_on_the_env_namespace(manifests, stacks, env):
 
 
 @needs_promtool
-def test_alerts_go_to_an_alertmanager_when_configured(tmp_path):
+def test_alerts_go_to_an_alertmanager_when_configured(tmp_path, promtool_in):
     off = render_with("stage", {})[1]
     assert "alerting" not in yaml.safe_load(config_map(off, "prometheus-config")[m.CONFIG_FILE])
     stack, objects = render_with("prod", {"monitoring": {"alertmanager": {
@@ -541,7 +565,7 @@ def test_alerts_go_to_an_alertmanager_when_configured(tmp_path):
     config = config_map(objects, "prometheus-config")[m.CONFIG_FILE]
     (tmp_path / m.CONFIG_FILE).write_text(config)
     (tmp_path / m.RULES_FILE).write_text(config_map(objects, "prometheus-rules")[m.RULES_FILE])
-    result = promtool("check", "config", m.CONFIG_FILE, cwd=tmp_path)
+    result = promtool("check", "config", m.CONFIG_FILE, cwd=tmp_path, runtime=promtool_in)
     assert result.returncode == 0, result.stdout + result.stderr
     (alertmanager,) = yaml.safe_load(config)["alerting"]["alertmanagers"]
     assert alertmanager["dns_sd_configs"] == [{"names": ["alertmanager-operated.monitoring.svc.cluster.local"],

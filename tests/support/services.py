@@ -7,6 +7,11 @@ temporary directory, yields a handle and removes everything on exit:
     with redis_server() as redis:      # redis.url(db=0), redis.stop()
     with s3_server() as s3:            # s3.endpoint, s3.access_key, s3.client()
 
+PostgreSQL and Redis/Valkey run on this machine, or inside a Debian root
+(scripts/runtime-roots.sh) when given a Runtime, or by default when
+$TEST_SERVICES_RUNTIME names a root: Runtime.command() wraps their command
+lines, Runtime.path() maps their paths for existence checks.
+
 Handles can stop() and start() their server again on the same port and
 data directory, so a test can simulate an outage. A missing binary raises
 MissingBinaryError (a ServiceStartError) naming the package to install;
@@ -39,6 +44,7 @@ from urllib.parse import quote
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT = 30.0
+SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
 
 
 class ServiceStartError(RuntimeError):
@@ -103,6 +109,50 @@ class Account:
             os.chown(path, self.uid, self.gid)
 
 
+@dataclass(frozen=True)
+class Runtime:
+    """Where server programs run: this machine (`root` None), or a directory
+    tree entered with `launcher` (`<launcher> [--user UID:GID] -- CMD...`).
+    Loopback, /tmp and the process table are shared with this machine."""
+
+    name: str = "host"
+    root: Path | None = None
+    launcher: tuple[str, ...] = ()
+
+    def command(self, args: list[str], account: Account | None = None) -> list[str]:
+        """`args` as run in this runtime, as `account` when given."""
+        if self.root is None:
+            return [*(account.prefix() if account else []), *args]
+        user: list[str] = []
+        if account is not None and os.geteuid() == 0 and account.uid != 0:
+            user = ["--user", f"{account.uid}:{account.gid}"]
+        return [*self.launcher, *user, "--", *args]
+
+    def path(self, inside: str | Path) -> Path:
+        """Where `inside` (a path in this runtime) is on this machine."""
+        inside = Path(inside)
+        return inside if self.root is None else self.root / inside.relative_to("/")
+
+    def which(self, name: str) -> str | None:
+        """`name` on PATH (this machine) or on the system PATH of the root."""
+        if self.root is None:
+            return shutil.which(name)
+        return next((f"{d}/{name}" for d in SYSTEM_PATH if self.path(f"{d}/{name}").is_file()), None)
+
+
+HOST = Runtime()
+
+
+def default_runtime() -> Runtime:
+    """$TEST_SERVICES_RUNTIME (a root of scripts/runtime-roots.sh), else this machine."""
+    name = os.environ.get("TEST_SERVICES_RUNTIME")
+    if not name:
+        return HOST
+    from tests.support.roots import root_runtime
+
+    return root_runtime(name)
+
+
 def unprivileged_account(name: str | None = None) -> Account:
     """`name`, $TEST_SERVICE_USER, or nobody when root; else the current user."""
     if os.geteuid() != 0:
@@ -126,25 +176,27 @@ def make_temp_dir(prefix: str, account: Account | None = None) -> Path:
 # PostgreSQL --------------------------------------------------------------------
 
 
-def find_postgres_bin() -> Path:
-    """$PG_BIN_DIR, the newest /usr/lib/postgresql/*/bin, or pg_ctl on PATH."""
+def find_postgres_bin(runtime: Runtime = HOST) -> Path:
+    """$PG_BIN_DIR, the newest /usr/lib/postgresql/*/bin, or pg_ctl on PATH
+    (in a root: its newest /usr/lib/postgresql/*/bin). A path in `runtime`."""
     candidates: list[Path] = []
-    if os.environ.get("PG_BIN_DIR"):
+    if os.environ.get("PG_BIN_DIR") and runtime.root is None:
         candidates.append(Path(os.environ["PG_BIN_DIR"]))
     versions = sorted(
-        Path("/usr/lib/postgresql").glob("*/bin"),
+        (Path("/usr/lib/postgresql") / p.parent.name / "bin"
+         for p in runtime.path("/usr/lib/postgresql").glob("*/bin")),
         key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
         reverse=True,
     )
     candidates.extend(versions)
-    on_path = shutil.which("pg_ctl")
+    on_path = shutil.which("pg_ctl") if runtime.root is None else None
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
     for candidate in candidates:
-        if (candidate / "pg_ctl").is_file() and (candidate / "initdb").is_file():
+        if runtime.path(candidate / "pg_ctl").is_file() and runtime.path(candidate / "initdb").is_file():
             return candidate
     raise MissingBinaryError(
-        "PostgreSQL server binaries (initdb, pg_ctl) not found: install the Debian package "
+        f"PostgreSQL server binaries (initdb, pg_ctl) not found in {runtime.name}: install the Debian package "
         "'postgresql' or set PG_BIN_DIR"
     )
 
@@ -160,6 +212,7 @@ class PostgresServer:
     host: str = LOOPBACK
     user: str = "postgres"
     password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    runtime: Runtime = HOST
 
     @property
     def data_dir(self) -> Path:
@@ -189,7 +242,7 @@ class PostgresServer:
 
     def _run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [*self.account.prefix(), *args],
+            self.runtime.command(list(args), self.account),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -236,7 +289,9 @@ class PostgresServer:
 
     def is_running(self) -> bool:
         result = subprocess.run(
-            [*self.account.prefix(), str(self.bin_dir / "pg_ctl"), "status", "--pgdata", str(self.data_dir)],
+            self.runtime.command(
+                [str(self.bin_dir / "pg_ctl"), "status", "--pgdata", str(self.data_dir)], self.account
+            ),
             capture_output=True,
             check=False,
         )
@@ -245,7 +300,7 @@ class PostgresServer:
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         """Run SQL with psql over TCP; returns unaligned, tuples-only output."""
         result = subprocess.run(
-            [str(self.bin_dir / "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+            self.runtime.command([str(self.bin_dir / "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]),
             capture_output=True,
             text=True,
             env={**os.environ, **self.env(dbname)},
@@ -263,15 +318,18 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def postgres_server(*, user: str | None = None) -> Iterator[PostgresServer]:
+def postgres_server(*, user: str | None = None, runtime: Runtime | None = None) -> Iterator[PostgresServer]:
     """Initialise and start a cluster; PostgreSQL refuses to run as root."""
-    bin_dir = find_postgres_bin()
+    runtime = runtime or default_runtime()
+    bin_dir = find_postgres_bin(runtime)
     account = unprivileged_account(user)
     base_dir = make_temp_dir("pgtest-", account)
     server: PostgresServer | None = None
     try:
         for attempt in range(3):
-            server = PostgresServer(bin_dir=bin_dir, base_dir=base_dir, account=account, port=free_port())
+            server = PostgresServer(
+                bin_dir=bin_dir, base_dir=base_dir, account=account, port=free_port(), runtime=runtime
+            )
             if attempt == 0:
                 server.initdb()
             try:
@@ -292,10 +350,14 @@ def postgres_server(*, user: str | None = None) -> Iterator[PostgresServer]:
 # Redis -------------------------------------------------------------------------
 
 
-def find_redis_server() -> str:
-    path = os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server")
+def find_redis_server(runtime: Runtime = HOST) -> str:
+    """$REDIS_SERVER_BIN or redis-server here; valkey-server or redis-server in a root."""
+    if runtime.root is None:
+        path = os.environ.get("REDIS_SERVER_BIN") or shutil.which("redis-server")
+    else:
+        path = runtime.which("valkey-server") or runtime.which("redis-server")
     if not path:
-        raise MissingBinaryError("redis-server not found: install the Debian package 'redis-server'")
+        raise MissingBinaryError(f"redis-server not found in {runtime.name}: install the Debian package 'redis-server'")
     return path
 
 
@@ -309,6 +371,7 @@ class RedisServer:
     host: str = LOOPBACK
     password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     process: subprocess.Popen[bytes] | None = None
+    runtime: Runtime = HOST
 
     def url(self, db: int = 0) -> str:
         return f"redis://:{quote(self.password, safe='')}@{self.host}:{self.port}/{db}"
@@ -324,7 +387,10 @@ class RedisServer:
             f"logfile {self.base_dir / 'redis.log'}\ndaemonize no\n"
         )
         self.process = subprocess.Popen(
-            [self.binary, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+            self.runtime.command([self.binary, str(config)]),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         try:
             self._wait_ready()
@@ -390,11 +456,12 @@ def _running(make: Callable[[int], ServerT]) -> Iterator[ServerT]:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[RedisServer]:
-    binary = find_redis_server()
+def redis_server(*, runtime: Runtime | None = None) -> Iterator[RedisServer]:
+    runtime = runtime or default_runtime()
+    binary = find_redis_server(runtime)
     base_dir = make_temp_dir("redistest-")
     try:
-        with _running(lambda port: RedisServer(binary=binary, base_dir=base_dir, port=port)) as server:
+        with _running(lambda port: RedisServer(binary=binary, base_dir=base_dir, port=port, runtime=runtime)) as server:
             yield server
     finally:
         shutil.rmtree(base_dir, ignore_errors=True)
