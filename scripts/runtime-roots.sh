@@ -10,7 +10,7 @@
 #         venv in /opt/venv with app/requirements.txt and the test tools.
 # forky:  Debian testing; postgresql-18, valkey-server 9, prometheus 3
 #         (promtool), prometheus-alertmanager (amtool), the backup scripts'
-#         tools, and a venv with the test tools.
+#         tools, podman/buildah/runc, and a venv with the test tools.
 #
 # Roots live in .cache/roots/ (git-ignored). Each has a stamp recording the
 # hash of this script and the requirement files it installs, and the versions
@@ -71,9 +71,11 @@ remove_root() {
 packages_of() {
   case $1 in
     trixie) echo "python3 python3-venv ca-certificates procps" ;;
-    # postgresql-18 brings the matching client (pg_dump 18) for the backup tests.
+    # postgresql-18 brings the matching client (pg_dump 18) for the backup tests;
+    # podman, buildah and runc build and run the project's images
+    # (scripts/runtime-images.sh); crun refuses this machine's cgroup layout.
     forky) echo "postgresql-18 valkey-server valkey-tools prometheus prometheus-alertmanager" \
-                "python3 python3-venv ca-certificates procps rclone jq" ;;
+                "python3 python3-venv ca-certificates procps rclone jq podman buildah runc" ;;
   esac
 }
 
