@@ -28,7 +28,9 @@ def roots_problem() -> str | None:
     if os.geteuid() != 0:
         return "runtime roots need root (chroot); run the tests as root"
     result = subprocess.run([str(SCRIPT), "check"], capture_output=True, text=True, check=False)
-    return result.stdout.strip() or result.stderr.strip() or None if result.returncode else None
+    if result.returncode == 0:
+        return None
+    return (result.stdout.strip() or result.stderr.strip() or "runtime roots unusable").splitlines()[0]
 
 
 def require_roots() -> None:
