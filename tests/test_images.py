@@ -136,6 +136,9 @@ def backing() -> Iterator[dict[str, Any]]:
             "REDIS_PASSWORD": redis.password,
             "MINIO_ROOT_USER": s3.access_key,
             "MINIO_ROOT_PASSWORD": s3.secret_key,
+            # The app's own S3 key pair (moto accepts any pair).
+            "MINIO_ACCESS_KEY": s3.access_key,
+            "MINIO_SECRET_KEY": s3.secret_key,
         }
         # Service names resolve in the cluster; here the servers listen on loopback ports.
         overrides = {"DATABASE_URL": database_url, "REDIS_URL": redis.url(0), "MINIO_ENDPOINT": s3.endpoint}
