@@ -25,12 +25,16 @@ def container(objects: list[dict], kind: str, name: str, container_name: str) ->
 
 
 def rendered_postgres_settings(objects: list[dict]) -> dict[str, str]:
+    clusters = [o for o in objects if o["kind"] == "Cluster"]
+    if clusters:  # CloudNativePG: postgresql.parameters of the Cluster
+        (cluster,) = clusters
+        return dict(cluster["spec"]["postgresql"]["parameters"])
     args = container(objects, "StatefulSet", "postgres", "postgres")["args"]
     assert args[::2] == ["-c"] * (len(args) // 2), f"unexpected postgres args: {args}"
     return dict(arg.split("=", 1) for arg in args[1::2])
 
 
-@pytest.mark.parametrize("env", ["dev", "prod"])
+@pytest.mark.parametrize("env", ["dev", "stage", "prod"])
 def test_postgres_accepts_the_rendered_settings(manifests, env):
     try:
         server_cm = services.postgres_server()
