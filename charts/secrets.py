@@ -171,7 +171,7 @@ class SecretRefs:
                 spec=eso.ExternalSecretSpec(
                     refresh_interval=self.config.refresh_interval,
                     secret_store_ref=eso.ExternalSecretSpecSecretStoreRef(
-                        kind=eso.ExternalSecretSpecSecretStoreRefKind.CLUSTER_SECRET_STORE,
+                        kind=STORE_KINDS[self.config.store_kind],
                         name=self.config.store or ""),
                     target=eso.ExternalSecretSpecTarget(
                         name=secret.name,

@@ -155,16 +155,30 @@ COMMON_EDGES: set[Edge] = APP_EDGES | {
     ("prometheus", "redis", 9121, "TCP"), ("prometheus", "minio", 9327, "TCP"),
     ("prometheus", "backup-exporter", 9188, "TCP"), ("prometheus", "celery-exporter", 9808, "TCP"),
 }
+COMMON_EDGES |= {("backup-prune", *S3)}
+# The StatefulSet Postgres (dev, stage) has its roles Job.
+STATEFULSET_EDGES: set[Edge] = COMMON_EDGES | {("postgres-roles", *DB)}
+# prod runs CloudNativePG: the same clients reach its instances (cnpg.io/cluster
+# pods), plus what CNPG's docs ask for (operator -> 8000 and 5432, instances to
+# each other, instance manager -> API server) and the WAL archive over HTTPS.
+CNPG = "postgres-cnpg"
+CNPG_EDGES: set[Edge] = {(e[0], CNPG, *e[2:]) if e[1] == "postgres" else e for e in COMMON_EDGES} | {
+    ("cnpg-operator", CNPG, 5432, "TCP"), ("cnpg-operator", CNPG, 8000, "TCP"),
+    (CNPG, CNPG, 5432, "TCP"), (CNPG, CNPG, 8000, "TCP"),
+    (CNPG, "cidr:172.20.0.1/32", 443, "TCP"), (CNPG, "cidr:0.0.0.0/0", 443, "TCP"),
+}
 EXPECTED_EDGES: dict[str, set[Edge]] = {
     # dev scrapes the kind ingress controller's metrics; stage and prod let it
     # reach cert-manager's HTTP-01 solver pods.
-    "dev": COMMON_EDGES | {("prometheus", "ingress-controller", 9113, "TCP")},
-    "stage": COMMON_EDGES | {("ingress-controller", "acme-solver", 8089, "TCP")},
-    # prod also runs the bundled Alertmanager (receivers over HTTPS) and KEDA,
-    # which reads the queue lengths from Redis.
-    "prod": COMMON_EDGES | {("ingress-controller", "acme-solver", 8089, "TCP"),
-                            ("prometheus", "alertmanager", 9093, "TCP"), ("alertmanager", "cidr:0.0.0.0/0", 443, "TCP"),
-                            ("keda-operator", "redis", 6379, "TCP")},
+    "dev": STATEFULSET_EDGES | {("prometheus", "ingress-controller", 9113, "TCP")},
+    "stage": STATEFULSET_EDGES | {("ingress-controller", "acme-solver", 8089, "TCP")},
+    # prod also runs the bundled Alertmanager (receivers over HTTPS), KEDA,
+    # which reads the queue lengths from Redis, and the off-site copies.
+    "prod": CNPG_EDGES | {("ingress-controller", "acme-solver", 8089, "TCP"),
+                          ("prometheus", "alertmanager", 9093, "TCP"), ("alertmanager", "cidr:0.0.0.0/0", 443, "TCP"),
+                          ("keda-operator", "redis", 6379, "TCP"),
+                          ("minio-mirror", *S3), ("minio-mirror", "cidr:0.0.0.0/0", 443, "TCP"),
+                          ("dumps-mirror", *S3), ("dumps-mirror", "cidr:0.0.0.0/0", 443, "TCP")},
 }
 DNS_PORT = 53
 
@@ -283,10 +297,10 @@ def test_switched_on_features_render_exactly_their_declared_connections(override
     assert allowed(objects, endpoints, stack.namespace) == declared(stack, endpoints)
 
 
-SCRAPED = {("api", 8000), ("postgres", 9187), ("redis", 9121), ("minio", 9327), ("backup-exporter", 9188),
+SCRAPED = {("api", 8000), (CNPG, 9187), ("redis", 9121), ("minio", 9327), ("backup-exporter", 9188),
            ("celery-exporter", 9808)}
 EVERYONE_ON_S3 = ("api", "worker-default", "beat", "migrate", "createsuperuser", "ensure-bucket",
-                  "postgres-backup", "postgres-restore", "restore-drill", "backup-exporter")
+                  "postgres-backup", "postgres-restore", "restore-drill", "backup-exporter", "backup-prune")
 SWITCHED: list[tuple[str, dict[str, Any], set[Edge], set[Edge], tuple[str, ...]]] = [
     # (id, overrides, edges added to prod's, edges removed from prod's, extra DNS servers)
     ("operator-monitoring", {"monitoring": {"mode": "operator", "alertmanager": {"mode": "off"}}},
@@ -302,7 +316,8 @@ SWITCHED: list[tuple[str, dict[str, Any], set[Edge], set[Edge], tuple[str, ...]]
      {"object_store": {"mode": "external", "external_endpoint": "https://s3.example.net"},
       "backups": {"offsite": {"enabled": True}}, "network": {"app_internet_egress": True}},
      {(name, "cidr:0.0.0.0/0", 443, "TCP") for name in (*EVERYONE_ON_S3, "minio-mirror")},
-     {(name, *S3) for name in EVERYONE_ON_S3} | {("prometheus", "minio", 9327, "TCP")}, ()),
+     {(name, *S3) for name in (*EVERYONE_ON_S3, "minio-mirror", "dumps-mirror")}
+     | {("prometheus", "minio", 9327, "TCP")}, ()),
     ("node-local-dns", {"network": {"dns_cidrs": ["169.254.20.10/32"]}}, set(), set(), ("cidr:169.254.20.10/32",)),
 ]
 
