@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from charts.data import CELERY_EXPORTER_ENTRYPOINT, ROLES_SQL
+from charts.secrets import CATALOG
 from tests.app.harness import BIN_DIR, App, app_account, base_env
 from tests.support import services
 from tests.support.kube_env import pod_container, resolve
@@ -29,6 +30,8 @@ from tests.support.manifests import of_kind, one
 from tests.support.render import render_with
 
 SECRET = {
+    # Every catalogued key has some value; the ones under test follow.
+    **{key: f"test-{key.lower()}" for key in CATALOG},
     "DJANGO_SECRET_KEY": "x" * 60,
     "POSTGRES_PASSWORD": "ext @:/?#%&+ '\"\\ ü€",
     "POSTGRES_BACKUP_PASSWORD": "bk @:/?#%&+ '\"\\ ñ",

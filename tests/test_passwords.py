@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from charts.data import CELERY_EXPORTER_ENTRYPOINT
+from charts.secrets import CATALOG
 from tests.app.harness import BIN_DIR, App, app_account, base_env
 from tests.backup.helpers import BIN_DIR as BACKUP_BIN
 from tests.support import services
@@ -36,6 +37,8 @@ ENV = "stage"  # statefulset Postgres and Valkey, prod settings module
 SECRET_NAME = "vibearena-secrets"
 SPECIAL = "@:/?#%&+ '\"\\ $(HOME) ünïcödé €"
 SECRET = {
+    # Every catalogued key has some value; the ones under test follow.
+    **{key: f"test-{key.lower()}" for key in CATALOG},
     "DJANGO_SECRET_KEY": secrets.token_urlsafe(50),
     "POSTGRES_PASSWORD": "app " + SPECIAL,
     "POSTGRES_SUPERUSER_PASSWORD": "su " + SPECIAL,

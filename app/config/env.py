@@ -188,13 +188,10 @@ def database_settings() -> dict[str, Any]:
     so a password may hold any character. DATABASE_URL stays accepted for
     the seed's env file (percent-encode special characters there).
     """
-    if not optional("DATABASE_HOST"):
+    # An explicit URL (the seed's env file, a local override) wins; the
+    # rendered manifests never set it.
+    if optional("DATABASE_URL") or not optional("DATABASE_HOST"):
         return parse_database_url(required("DATABASE_URL"))
-    if optional("DATABASE_URL"):
-        raise ImproperlyConfigured(
-            "Set either DATABASE_HOST (with DATABASE_NAME, DATABASE_USER and "
-            "DATABASE_PASSWORD) or DATABASE_URL, not both."
-        )
     options: dict[str, Any] = {}
     sslmode = optional("DATABASE_SSLMODE")
     if sslmode:
@@ -240,13 +237,9 @@ def redis_settings() -> RedisSettings:
     The password is percent-encoded here, where the URL is consumed; redis-py
     and kombu decode it again, so it may hold any character.
     """
-    if not optional("REDIS_HOST"):
+    if optional("REDIS_URL") or not optional("REDIS_HOST"):
         url = require_url_scheme("REDIS_URL", required("REDIS_URL"), ("redis", "rediss"))
         return RedisSettings(url=url, ssl={})
-    if optional("REDIS_URL"):
-        raise ImproperlyConfigured(
-            "Set either REDIS_HOST (with REDIS_PASSWORD) or REDIS_URL, not both."
-        )
     host = required("REDIS_HOST")
     port = as_int("REDIS_PORT", 6379, minimum=1)
     database = as_int("REDIS_DB", 0, minimum=0)
