@@ -192,3 +192,22 @@ def test_external_postgres_has_no_workload_and_keeps_the_dump_jobs():
     assert "postgres" not in names and not [n for n in names if n.startswith("postgres-roles")]
     assert {"postgres-backup", "restore-drill", "postgres-exporter"} <= names
     assert not of_kind(objects, "Cluster")
+
+
+def test_cnpg_alerts_fire_in_promtool_cases(tmp_path):
+    """The CNPG alert group on synthetic series (tests/monitoring/cnpg/)."""
+    import shutil
+    import subprocess
+
+    from charts import monitoring as m
+    from tests.support.manifests import ROOT
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed")
+    groups = m.alert_groups({"cnpg": [("postgres", "vibearena-dev")]}, m.AlertSettings(namespace="vibearena-dev"))
+    (tmp_path / m.RULES_FILE).write_text(m.dump_yaml(m.rules_document(groups, "vibearena-dev")))
+    shutil.copy(ROOT / "tests" / "monitoring" / "cnpg" / "alerts.test.yaml", tmp_path / "alerts.test.yaml")
+    result = subprocess.run([promtool, "test", "rules", "alerts.test.yaml"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
