@@ -53,7 +53,8 @@ class Worker(Construct):
     """
 
     def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image, group: WorkerGroup,
-                 app_env: Sequence[k8s.EnvVar], broker_address: str, keda_authentication: str | None) -> None:
+                 app_env: Sequence[k8s.EnvVar], broker_address: str, keda_authentication: str | None,
+                 volumes: Sequence[k8s.Volume] = (), mounts: Sequence[k8s.VolumeMount] = ()) -> None:
         super().__init__(scope, id)
         name = f"worker-{group.name}"
         check = Probe(command=LIVENESS, period_seconds=30, timeout_seconds=5, failure_threshold=3)
@@ -77,6 +78,7 @@ class Worker(Construct):
             probes=Probes(startup=Probe(command=LIVENESS, period_seconds=10, failure_threshold=18),
                           readiness=check, liveness=check),
             resources=group.resources,
+            mounts=mounts,
         )
         # SIGTERM starts Celery's warm shutdown: no new tasks, running ones
         # finish. The grace period covers the hard time limit (profile rule).
@@ -84,6 +86,7 @@ class Worker(Construct):
         self.workload = Deployment(
             self, "workload", stack=stack, name=name, component="worker", version=image.tag,
             containers=[container], replicas=group.replicas if scaling.mode == "off" else None,
+            volumes=volumes,
             termination_grace_seconds=group.termination_grace_seconds,
             max_surge=1, max_unavailable=0,
             placement=group.placement, image_pull_secrets=stack.project_pull_secrets,
@@ -119,7 +122,8 @@ class Beat(Construct):
     """
 
     def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image, config: BeatConfig,
-                 app_env: Sequence[k8s.EnvVar]) -> None:
+                 app_env: Sequence[k8s.EnvVar], volumes: Sequence[k8s.Volume] = (),
+                 mounts: Sequence[k8s.VolumeMount] = ()) -> None:
         super().__init__(scope, id)
         # Beat saves its schedule file at least every 3 minutes (Celery's
         # sync_every) plus at most one 5-minute loop; a file older than 15
@@ -135,11 +139,13 @@ class Beat(Construct):
                                         period_seconds=10, failure_threshold=30),
                           readiness=schedule_fresh, liveness=schedule_fresh),
             resources=config.resources,
+            mounts=mounts,
         )
         self.workload = StatefulSet(
             self, "workload", stack=stack, name="beat", component="scheduler", version=image.tag,
             containers=[container], replicas=1, termination_grace_seconds=30,
             placement=config.placement, image_pull_secrets=stack.project_pull_secrets,
+            volumes=volumes,
             # beat runs the app image, which changes every release: a broken
             # release must not leave beat-0 stuck on it (OrderedReady would wait
             # for the crash-looping pod). One replica still means one pod name.
@@ -160,7 +166,8 @@ class Migration(Construct):
     """
 
     def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image,
-                 app_env: Sequence[k8s.EnvVar]) -> None:
+                 app_env: Sequence[k8s.EnvVar], volumes: Sequence[k8s.Volume] = (),
+                 mounts: Sequence[k8s.VolumeMount] = ()) -> None:
         super().__init__(scope, id)
         container = Container(
             name="migrate",
@@ -168,12 +175,14 @@ class Migration(Construct):
             command=["python", "manage.py", "migrate", "--noinput"],
             env=list(app_env),
             resources=stack.profile.api.resources,
+            mounts=mounts,
         )
         self.job_name = f"migrate-{release_suffix(image.tag, stack.profile)}"
         self.workload = Job(
             self, "workload", stack=stack, name="migrate", component="migration", version=image.tag,
             containers=[container], job_name=self.job_name, annotations=ARGO_SYNC_HOOK,
             image_pull_secrets=stack.project_pull_secrets,
+            volumes=volumes,
             settings=JobSettings(backoff_limit=3, active_deadline_seconds=1800, ttl_seconds_after_finished=86400),
         )
         self.peer = self.workload.peer
@@ -184,7 +193,8 @@ class Superuser(Construct):
     `make createsuperuser` runs `kubectl create job --from=cronjob/createsuperuser`."""
 
     def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image,
-                 app_env: Sequence[k8s.EnvVar], username: str, email: str) -> None:
+                 app_env: Sequence[k8s.EnvVar], username: str, email: str,
+                 volumes: Sequence[k8s.Volume] = (), mounts: Sequence[k8s.VolumeMount] = ()) -> None:
         super().__init__(scope, id)
         container = Container(
             name="createsuperuser",
@@ -195,11 +205,13 @@ class Superuser(Construct):
                  k8s.EnvVar(name="DJANGO_SUPERUSER_EMAIL", value=email),
                  stack.secrets.env("DJANGO_SUPERUSER_PASSWORD")],
             resources=stack.profile.api.resources,
+            mounts=mounts,
         )
         self.workload = CronJob(
             self, "workload", stack=stack, name="createsuperuser", component="migration", version=image.tag,
             containers=[container], schedule=ON_DEMAND, suspend=True,
             image_pull_secrets=stack.project_pull_secrets,
+            volumes=volumes,
             settings=JobSettings(backoff_limit=1, active_deadline_seconds=600, ttl_seconds_after_finished=3600),
         )
         self.peer = self.workload.peer

@@ -114,15 +114,19 @@ class Backups(Construct):
             jobs += ["s3-mirror", "s3-mirror-dumps"]
         return jobs
 
-    def _container(self, name: str, command: list[str], variables: Sequence[k8s.EnvVar]) -> Container:
+    def _container(self, name: str, command: list[str], variables: Sequence[k8s.EnvVar],
+                   mounts: Sequence[k8s.VolumeMount] = ()) -> Container:
         return Container(name=name, image=self.config.image.ref, command=command, env=list(variables),
-                         resources=self.config.resources)
+                         resources=self.config.resources, mounts=mounts)
 
     def _cronjob(self, name: str, cron: str | None, command: list[str], variables: Sequence[k8s.EnvVar], *,
                  database: bool) -> CronJob:
         workload = CronJob(
             self, name, stack=self.stack, name=name, component="backup", version=self.config.image.tag,
-            containers=[self._container(name, command, variables)], uid=BACKUP_UID,
+            # An external server's CA bundle, for PGSSLROOTCERT.
+            containers=[self._container(name, command, variables,
+                                        self.postgres.backup_mounts() if database else ())], uid=BACKUP_UID,
+            volumes=self.postgres.backup_volumes() if database else (),
             image_pull_secrets=self.stack.project_pull_secrets,
             schedule=Schedule(cron=cron, time_zone=self.config.time_zone) if cron else ON_DEMAND,
             suspend=cron is None,
@@ -132,7 +136,8 @@ class Backups(Construct):
                                  ttl_seconds_after_finished=3 * 86400),
         )
         if database:
-            self.stack.network.allow(workload.peer, self.postgres.peer, Postgres.PORT, reason=f"{name} reads/writes")
+            self.stack.network.allow(workload.peer, self.postgres.backup_target[1], self.postgres.port,
+                                     reason=f"{name} reads/writes")
         self._uses_store(workload, name)
         return workload
 

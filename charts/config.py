@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
+from urllib.parse import urlparse
 
 import yaml
 
@@ -307,15 +308,179 @@ class BeatConfig:
             raise ValueError("placement.spread: beat runs one replica, there is nothing to spread (got true)")
 
 
+def cidr(value: str) -> None:
+    try:
+        # NetworkPolicy ipBlock wants the prefix length written out.
+        if "/" not in value:
+            raise ValueError(value)
+        ipaddress.ip_network(value, strict=True)
+    except ValueError:
+        raise ValueError(f"must be a CIDR like 10.20.0.0/16 (got {value!r})") from None
+
+
+def host_name(value: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        dns_name(value)
+
+
+SQL_NAME = matches(r"[a-z_][a-z0-9_]{0,62}", "must be a lowercase SQL identifier")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaBundle:
+    """A CA certificate bundle (PEM) in a ConfigMap or Secret of the namespace,
+    mounted read-only into every client that connects over TLS."""
+
+    kind: Literal["ConfigMap", "Secret"] = "ConfigMap"
+    name: str = check(dns_name)
+    key: str = check(matches(r"[-._a-zA-Z0-9]{1,253}", "must be a ConfigMap/Secret key"), default="ca.crt")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExternalPostgres:
+    """A managed Postgres (RDS, Cloud SQL, Azure): the app connects over TLS."""
+
+    host: str = check(host_name)
+    port: int = check(between(1, 65535), default=5432)
+    # Egress from the clients (NetworkPolicy ipBlock): the server's address range.
+    cidr: str = check(cidr)
+    # verify-full checks the chain and the host name; verify-ca only the chain.
+    sslmode: Literal["verify-full", "verify-ca"] = "verify-full"
+    ca: CaBundle
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExternalRedis:
+    """A managed Redis or Valkey (ElastiCache, Memorystore)."""
+
+    host: str = check(host_name)
+    port: int = check(between(1, 65535), default=6379)
+    cidr: str = check(cidr)
+    db: int = check(between(0, 15), default=0)
+    # An ACL user; None authenticates the default user with the password only.
+    username: str | None = check(lambda v: None if v is None else
+                                 matches(r"[A-Za-z0-9_.@-]{1,64}", "must be a Redis ACL user name")(v),
+                                 default=None)
+    tls: bool = True
+    # None: the server certificate is checked against the image's system CAs.
+    ca: CaBundle | None = None
+
+    def __post_init__(self) -> None:
+        if self.ca is not None and not self.tls:
+            raise ValueError("ca is set but tls is false (a CA bundle is only used with TLS)")
+
+
+HTTPS_URL = re.compile(r"https?://[^\s/:]+(:[0-9]+)?/?")
+RFC3339 = r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class CnpgBackup:
+    """WAL archive and base backups through the Barman Cloud plugin, to an S3
+    bucket outside the cluster. Keys: CNPG_BACKUP_S3_* in the env's Secret."""
+
+    endpoint: str = check(lambda v: None if HTTPS_URL.fullmatch(v) else
+                          _raise(f"must be an http(s) URL like https://s3.eu-central-1.amazonaws.com (got {v!r})"))
+    bucket: str = check(matches(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "must be an S3 bucket name"))
+    path: str = check(matches(r"[a-z0-9][a-z0-9/_-]{0,200}", "must be a key prefix like cnpg/prod"), default="cnpg")
+    # Egress from the instances to the endpoint (NetworkPolicy ipBlock).
+    cidr: str = check(cidr, default="0.0.0.0/0")
+    # Base backups and WAL older than this go (barman: XXd, XXw or XXm).
+    retention: str = check(matches(r"[1-9][0-9]*[dwm]", "must look like 30d, 4w or 3m"), default="30d")
+    # Six fields, seconds first (CNPG ScheduledBackup, robfig/cron).
+    schedule: str = check(matches(r"(\S+\s+){5}\S+", "must be a 6-field cron expression (seconds first)"),
+                          default="0 0 3 * * *")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CnpgRecovery:
+    """Point-in-time recovery: bootstrap this cluster from the archive of
+    `source_server_name` up to `target_time` (docs/data-tier.md)."""
+
+    enabled: bool = False
+    target_time: str | None = check(lambda v: None if v is None or re.fullmatch(RFC3339, v) else
+                                    _raise(f"must be an RFC 3339 time like 2026-11-30T02:55:00Z (got {v!r})"),
+                                    default=None)
+    source_server_name: str = check(dns_label, default="postgres")
+
+    def __post_init__(self) -> None:
+        if self.enabled and not self.target_time:
+            raise ValueError("target_time is required when enabled")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CnpgPooler:
+    enabled: bool = False
+    instances: int = check(between(1, 10), default=2)
+    pool_mode: Literal["session", "transaction"] = "session"
+    image: Image = field(default_factory=lambda: Image(repository="ghcr.io/cloudnative-pg/pgbouncer", tag="1.25.1"))
+    resources: Resources = field(default_factory=lambda: resources("50m", "64Mi", "500m", "128Mi"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CnpgConfig:
+    """A CloudNativePG Cluster (the operator and the Barman Cloud plugin are
+    installed by the cluster admin; docs/decisions/038)."""
+
+    name: str = check(dns_label, default="postgres")
+    instances: int = check(between(1, 9), default=3)
+    image: Image = field(default_factory=lambda: Image(repository="ghcr.io/cloudnative-pg/postgresql",
+                                                       tag="18.4-system-trixie"))
+    wal_storage: Storage = field(default_factory=lambda: Storage(size="4Gi"))
+    # Where the operator runs: it calls each instance's status port and 5432.
+    operator_namespace: str = check(dns_label, default="cnpg-system")
+    operator_pod_labels: Mapping[str, str] = field(
+        default_factory=lambda: frozen_map(**{"app.kubernetes.io/name": "cloudnative-pg"}))
+    # The instance manager in every pod watches its Cluster through the API
+    # server: `kubectl get endpointslices -n default -l kubernetes.io/service-name=kubernetes`.
+    api_server_cidr: str = check(cidr)
+    api_server_port: int = check(between(1, 65535), default=443)
+    # Archive folder of this cluster in the bucket; change it for a PITR
+    # bootstrap so the new cluster never writes into the archive it reads.
+    server_name: str = check(dns_label, default="postgres")
+    backup: CnpgBackup | None = None
+    recovery: CnpgRecovery = field(default_factory=CnpgRecovery)
+    # Move the StatefulSet's database in (bootstrap.initdb.import); the
+    # StatefulSet keeps running until this is switched off again.
+    import_from_statefulset: bool = False
+    pooler: CnpgPooler = field(default_factory=CnpgPooler)
+
+    def __post_init__(self) -> None:
+        if self.recovery.enabled and self.import_from_statefulset:
+            raise ValueError("recovery.enabled and import_from_statefulset exclude each other (one bootstrap)")
+        if self.recovery.enabled and self.recovery.source_server_name == self.server_name:
+            raise ValueError(f"server_name must differ from recovery.source_server_name ({self.server_name!r}): "
+                             "the recovered cluster must not archive into the archive it restores from")
+        if self.recovery.enabled and self.backup is None:
+            raise ValueError("recovery.enabled needs backup (the object store holding the archive)")
+        if not self.operator_pod_labels:
+            raise ValueError("operator_pod_labels must name at least one label")
+
+
 @dataclass(frozen=True, kw_only=True)
 class PostgresConfig:
+    # statefulset: one Postgres pod in the namespace (dev); cnpg: a
+    # CloudNativePG cluster; external: a managed server (docs/data-tier.md).
+    mode: Literal["statefulset", "cnpg", "external"] = "statefulset"
+    external: ExternalPostgres | None = None
+    cnpg: CnpgConfig | None = None
     image: Image = field(default_factory=lambda: Image(repository="postgres", tag="18.6-trixie"))
     exporter_image: Image = field(default_factory=lambda: Image(
         repository="quay.io/prometheuscommunity/postgres-exporter", tag="v0.20.1"))
-    database: str = check(matches(r"[a-z_][a-z0-9_]{0,62}", "must be a lowercase SQL identifier"),
-                          default="vibearena")
-    user: str = check(matches(r"[a-z_][a-z0-9_]{0,62}", "must be a lowercase SQL identifier"),
-                      default="vibearena")
+    # Run the exporter (in external mode as its own Deployment pointed at the server).
+    exporter: bool = True
+    database: str = check(SQL_NAME, default="vibearena")
+    # The app's role: owns the database, no superuser (migrations run as it).
+    user: str = check(SQL_NAME, default="vibearena")
+    # The bootstrap superuser of the StatefulSet (the image's POSTGRES_USER);
+    # only the roles Job connects as it.
+    superuser: str = check(SQL_NAME, default="postgres")
+    # Read-only role of the dump CronJobs (pg_read_all_data), and the
+    # exporter's role (pg_monitor).
+    backup_user: str = check(SQL_NAME, default="vibearena_backup")
+    monitor_user: str = check(SQL_NAME, default="vibearena_monitor")
     storage: Storage = field(default_factory=lambda: Storage(size="10Gi"))
     resources: Resources = field(default_factory=lambda: resources("250m", "512Mi", "2", "1Gi"))
     max_connections: int = check(between(20, 5000), default=100)
@@ -324,9 +489,25 @@ class PostgresConfig:
     # default; turn it on only with a planned maintenance procedure.
     disruption_budget: bool = False
 
+    def __post_init__(self) -> None:
+        if self.mode == "external" and self.external is None:
+            raise ValueError("external: required when mode is 'external' (host, cidr, ca)")
+        if self.mode != "external" and self.external is not None:
+            raise ValueError(f"external: only allowed when mode is 'external' (mode is {self.mode!r})")
+        if self.mode == "cnpg" and self.cnpg is None:
+            raise ValueError("cnpg: required when mode is 'cnpg' (at least api_server_cidr)")
+        if self.mode != "cnpg" and self.cnpg is not None:
+            raise ValueError(f"cnpg: only allowed when mode is 'cnpg' (mode is {self.mode!r})")
+        names = [self.user, self.superuser, self.backup_user, self.monitor_user]
+        if len(set(names)) != len(names):
+            raise ValueError(f"user, superuser, backup_user and monitor_user must differ (got {', '.join(names)})")
+
 
 @dataclass(frozen=True, kw_only=True)
 class RedisConfig:
+    # statefulset: one Valkey pod in the namespace; external: a managed server.
+    mode: Literal["statefulset", "external"] = "statefulset"
+    external: ExternalRedis | None = None
     # Valkey: BSD-licensed, drop-in for the Redis protocol (docs/decisions).
     image: Image = field(default_factory=lambda: Image(repository="valkey/valkey", tag="9.1.1-trixie"))
     exporter_image: Image = field(default_factory=lambda: Image(repository="oliver006/redis_exporter", tag="v1.89.0"))
@@ -335,6 +516,12 @@ class RedisConfig:
     resources: Resources = field(default_factory=lambda: resources("100m", "256Mi", "1", "512Mi"))
     # maxmemory as a share of the memory limit; the rest is for fork/AOF rewrite.
     maxmemory_percent: int = check(between(10, 90), default=70)
+
+    def __post_init__(self) -> None:
+        if self.mode == "external" and self.external is None:
+            raise ValueError("external: required when mode is 'external' (host, cidr)")
+        if self.mode != "external" and self.external is not None:
+            raise ValueError(f"external: only allowed when mode is 'external' (mode is {self.mode!r})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -924,12 +1111,36 @@ def alerts_delivered(profile: Profile) -> tuple[str, str] | None:
     return None
 
 
+def backups_leave_the_cluster(profile: Profile) -> tuple[str, str] | None:
+    """Prod tier: losing the cluster must not lose the data. The in-cluster
+    object store holds the uploads and the dumps of the StatefulSet Postgres,
+    so it needs the off-site copy; a CNPG archive must point outside the
+    cluster. A managed (external) Postgres keeps its provider's backups."""
+    tier = profile.tier
+    if tier != "prod":
+        return None
+    cnpg = profile.postgres.cnpg
+    if profile.postgres.mode == "cnpg" and (cnpg is None or cnpg.backup is None):
+        return ("postgres.cnpg.backup",
+                f"is required in the {tier} tier: the WAL archive and base backups must leave the cluster")
+    if cnpg is not None and cnpg.backup is not None:
+        host = (urlparse(cnpg.backup.endpoint).hostname or "")
+        if "." not in host or host.endswith((".svc", ".svc.cluster.local", ".cluster.local")):
+            return ("postgres.cnpg.backup.endpoint",
+                    f"must be outside the cluster in the {tier} tier (got {cnpg.backup.endpoint!r})")
+    if profile.object_store.mode == "in-cluster" and not profile.backups.offsite.enabled:
+        return ("backups.offsite.enabled",
+                f"must be true in the {tier} tier: uploads and database dumps in the in-cluster object store "
+                "would stay only inside the cluster")
+    return None
+
+
 # Rules by tier, not by environment name.
 RULES: dict[str, tuple[Rule, ...]] = {
     "dev": (),
     "stage": (images_pinned, no_dev_server, real_tls, admin_restricted, server_settings_module),
     "prod": (images_pinned, no_dev_server, real_tls, production_acme, api_highly_available,
-             alerts_delivered, admin_restricted, server_settings_module),
+             alerts_delivered, admin_restricted, server_settings_module, backups_leave_the_cluster),
 }
 
 

@@ -73,7 +73,10 @@ class RedisAuthentication(Construct):
                 parameter="password", name=stack.secrets.name, key=stack.secrets.key("REDIS_PASSWORD"))]),
         )
         operator = pods_in(keda_namespace, keda_operator_labels, key="keda-operator")
-        stack.network.allow(operator, broker, broker_port, reason="KEDA reads Celery queue lengths")
+        # An external (managed) Redis is outside this namespace: the egress
+        # from KEDA's namespace to it is not ours to declare.
+        if broker.internal:
+            stack.network.allow(operator, broker, broker_port, reason="KEDA reads Celery queue lengths")
 
 
 def keda_queue_scaler(scope: Construct, id: str, *, workload: Deployment, queues: Sequence[str],

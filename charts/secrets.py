@@ -37,7 +37,10 @@ class SecretKey:
 # env/<env>.example.env repeats (tests keep the two in step).
 CATALOG: dict[str, SecretKey] = {s.key: s for s in (
     SecretKey("DJANGO_SECRET_KEY", "Django signing key; long and random (50+ characters)."),
-    SecretKey("POSTGRES_PASSWORD", "Password of the application database user."),
+    SecretKey("POSTGRES_PASSWORD", "Password of the application database role (owns the app database)."),
+    SecretKey("POSTGRES_SUPERUSER_PASSWORD", "Password of the bootstrap superuser of the in-cluster Postgres."),
+    SecretKey("POSTGRES_BACKUP_PASSWORD", "Password of the read-only role the dump jobs use (pg_read_all_data)."),
+    SecretKey("POSTGRES_MONITOR_PASSWORD", "Password of the metrics exporter's role (pg_monitor)."),
     SecretKey("REDIS_PASSWORD", "Password Redis requires from every client (requirepass)."),
     SecretKey("MINIO_ROOT_USER", "Object store admin access key: the server and the bucket job only."),
     SecretKey("MINIO_ROOT_PASSWORD", "Object store admin secret key (40 characters recommended)."),
@@ -61,7 +64,21 @@ CATALOG: dict[str, SecretKey] = {s.key: s for s in (
               optional=True),
     SecretKey("ALERTMANAGER_HEARTBEAT_URL", "Optional: dead man's switch URL the Watchdog alert pings.",
               optional=True),
+    SecretKey("CNPG_BACKUP_S3_ACCESS_KEY_ID",
+              "Optional: access key of the CNPG WAL archive bucket (postgres.mode cnpg).", optional=True),
+    SecretKey("CNPG_BACKUP_S3_SECRET_ACCESS_KEY",
+              "Optional: secret key of the CNPG WAL archive bucket (postgres.mode cnpg).", optional=True),
 )}
+
+
+@dataclass(frozen=True)
+class BasicAuth:
+    """A kubernetes.io/basic-auth Secret derived from one key of the env's
+    Secret (CloudNativePG reads role passwords only from such Secrets)."""
+
+    name: str
+    username: str
+    password_key: str
 
 
 class SecretRefs:
@@ -70,6 +87,7 @@ class SecretRefs:
     def __init__(self, config: SecretsConfig) -> None:
         self.config = config
         self._used: set[str] = set()
+        self._basic_auth: list[BasicAuth] = []
 
     @property
     def name(self) -> str:
@@ -96,6 +114,26 @@ class SecretRefs:
         self._used.add(key)
         return k8s.EnvVar(name=variable, value_from=k8s.EnvVarSource(
             secret_key_ref=k8s.SecretKeySelector(name=self.name, key=key, optional=entry.optional or None)))
+
+    def selector(self, key: str) -> tuple[str, str]:
+        """(Secret name, key) for a CR field that references a key itself."""
+        if key not in CATALOG:
+            raise KeyError(f"secret key {key!r} is not in charts/secrets.py CATALOG")
+        self._used.add(key)
+        return self.name, key
+
+    def basic_auth(self, name: str, username: str, password_key: str) -> str:
+        """Name of a basic-auth Secret {username, password=<password_key>}.
+        Rendered as an ExternalSecret with provider external-secrets; with
+        provider existing it is created like the env's Secret (docs/data-tier.md)."""
+        if password_key not in CATALOG:
+            raise KeyError(f"secret key {password_key!r} is not in charts/secrets.py CATALOG")
+        self._basic_auth.append(BasicAuth(name, username, password_key))
+        return name
+
+    @property
+    def basic_auth_secrets(self) -> tuple[BasicAuth, ...]:
+        return tuple(self._basic_auth)
 
     def render(self, scope: Construct, identity: Identity, namespace: str) -> None:
         """The ExternalSecret for provider external-secrets; nothing otherwise.
@@ -126,3 +164,27 @@ class SecretRefs:
                 data=data,
             ),
         )
+        for secret in self._basic_auth:
+            eso.ExternalSecret(
+                scope, f"external-secret-{secret.name}",
+                metadata=api_metadata(identity, secret.name, namespace),
+                spec=eso.ExternalSecretSpec(
+                    refresh_interval=self.config.refresh_interval,
+                    secret_store_ref=eso.ExternalSecretSpecSecretStoreRef(
+                        kind=STORE_KINDS[self.config.store_kind],
+                        name=self.config.store or ""),
+                    target=eso.ExternalSecretSpecTarget(
+                        name=secret.name,
+                        creation_policy=eso.ExternalSecretSpecTargetCreationPolicy.OWNER,
+                        template=eso.ExternalSecretSpecTargetTemplate(
+                            type="kubernetes.io/basic-auth",
+                            # CNPG applies a changed password at once for labelled Secrets.
+                            metadata=eso.ExternalSecretSpecTargetTemplateMetadata(
+                                labels={"cnpg.io/reload": "true"}),
+                            data={"username": secret.username, "password": "{{ .password }}"})),
+                    data=[eso.ExternalSecretSpecData(
+                        secret_key="password",
+                        remote_ref=eso.ExternalSecretSpecDataRemoteRef(
+                            key=self.config.remote_key or "", property=secret.password_key))],
+                ),
+            )

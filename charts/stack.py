@@ -16,6 +16,7 @@ from charts.api import Api
 from charts.app import Beat, Migration, Superuser, Worker
 from charts.backup import EXPORTER_PORT as BACKUP_EXPORTER_PORT
 from charts.backup import Backups
+from charts.cnpg import METRICS_PORT as CNPG_METRICS_PORT
 from charts.config import Profile
 from charts.data import ObjectStore, Postgres, Redis, env
 from charts.edge import Edge
@@ -95,19 +96,26 @@ class StackChart(cdk8s.Chart):
             stack.secrets.env("GA_SVC_JSON_BASE64"),
         ]
         image = profile.api.image
-        self.api = Api(self, "api", stack=stack, config=profile.api, app_env=app_env)
+        # CA bundles of external data services, mounted into every app process.
+        volumes = [*self.postgres.client_volumes(), *self.redis.client_volumes()]
+        mounts = [*self.postgres.client_mounts(), *self.redis.client_mounts()]
+        self.api = Api(self, "api", stack=stack, config=profile.api, app_env=app_env, volumes=volumes, mounts=mounts)
         keda_authentication = None
         if any(group.autoscaling.mode == "keda" for group in profile.worker.groups):
             keda_authentication = RedisAuthentication(
-                self, "keda-redis", stack=stack, broker=self.redis.peer, broker_port=Redis.PORT,
+                self, "keda-redis", stack=stack, broker=self.redis.peer, broker_port=self.redis.port,
                 keda_namespace=profile.worker.keda_namespace,
                 keda_operator_labels=dict(profile.worker.keda_operator_pod_labels)).name
         self.workers = [Worker(self, f"worker-{group.name}", stack=stack, image=image, group=group, app_env=app_env,
-                               broker_address=self.redis.address, keda_authentication=keda_authentication)
+                               broker_address=self.redis.address, keda_authentication=keda_authentication,
+                               volumes=volumes, mounts=mounts)
                         for group in profile.worker.groups]
-        self.beat = Beat(self, "beat", stack=stack, image=image, config=profile.beat, app_env=app_env)
-        self.migration = Migration(self, "migration", stack=stack, image=image, app_env=app_env)
+        self.beat = Beat(self, "beat", stack=stack, image=image, config=profile.beat, app_env=app_env,
+                         volumes=volumes, mounts=mounts)
+        self.migration = Migration(self, "migration", stack=stack, image=image, app_env=app_env,
+                                   volumes=volumes, mounts=mounts)
         self.superuser = Superuser(self, "superuser", stack=stack, image=image, app_env=app_env,
+                                   volumes=volumes, mounts=mounts,
                                    username=profile.api.superuser_username,
                                    email=profile.api.superuser_email or f"{profile.api.superuser_username}@"
                                                                          f"{profile.domain}")
@@ -140,10 +148,17 @@ class StackChart(cdk8s.Chart):
         Job names are part of the contract with the rules and dashboards."""
         targets = [
             ScrapeTarget(job="api", workload=self.api.workload, port=self.api.port, metrics="django"),
-            ScrapeTarget(job="postgres", workload=self.postgres.workload, port=Postgres.EXPORTER_PORT,
-                         metrics="postgres"),
-            ScrapeTarget(job="redis", workload=self.redis.workload, port=Redis.EXPORTER_PORT, metrics="redis"),
         ]
+        if self.postgres.exporter is not None:
+            targets.append(ScrapeTarget(job="postgres", workload=self.postgres.exporter, port=Postgres.EXPORTER_PORT,
+                                        metrics="postgres"))
+        cnpg = self.postgres.cnpg
+        if cnpg is not None:
+            targets.append(ScrapeTarget(job="postgres", peer=cnpg.instances, port=CNPG_METRICS_PORT, metrics="cnpg",
+                                        dns_name=f"{cnpg.metrics_service}.{self.stack.namespace}.svc"))
+        if self.redis.exporter is not None:
+            targets.append(ScrapeTarget(job="redis", workload=self.redis.exporter, port=Redis.EXPORTER_PORT,
+                                        metrics="redis"))
         store = self.object_store
         if store.workload is not None:
             targets.append(ScrapeTarget(job="object-store", workload=store.workload, port=store.preset.metrics_port,
@@ -155,7 +170,7 @@ class StackChart(cdk8s.Chart):
 
     def _app_connections(self, peer: Peer) -> None:
         network = self.stack.network
-        network.allow(peer, self.postgres.peer, Postgres.PORT, reason="Django ORM")
-        network.allow(peer, self.redis.peer, Redis.PORT, reason="Celery broker and results, cache")
+        network.allow(peer, self.postgres.peer, self.postgres.port, reason="Django ORM")
+        network.allow(peer, self.redis.peer, self.redis.port, reason="Celery broker and results, cache")
         network.allow(peer, self.object_store.peer, self.object_store.port, reason="uploaded files (S3)")
 

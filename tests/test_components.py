@@ -130,7 +130,10 @@ def test_one_shot_jobs_get_a_new_name_whenever_their_template_can_change(manifes
     """A Job's pod template is immutable: `kubectl apply` of a changed template
     under the same name fails, so a new tag or any setting renames the Jobs."""
     before = job_names(manifests["prod"])
-    assert {n.split("-")[0] for n in before} == {"migrate", "ensure"}
+    # The in-cluster Postgres adds its roles Job (postgres-roles-<tag>-<hash>).
+    in_cluster = any(s["metadata"]["name"] == "postgres" for s in of_kind(manifests["prod"], "StatefulSet"))
+    expected = {"migrate", "ensure"} | ({"postgres"} if in_cluster else set())
+    assert {n.split("-")[0] for n in before} == expected
     _stack, release = render_with("prod", {"api": {"image": {"tag": "0.2.0"}}})
     assert any(n.startswith("migrate-0-2-0-") for n in job_names(release))
     for change in ({"edge": {"body_size": "20m"}}, {"object_store": {"bucket": "krvibe-files"}},
@@ -185,7 +188,8 @@ def test_cronjob_hygiene(manifests, stacks, env):
 @pytest.mark.parametrize("env", ENVS)
 def test_data_services_mount_volumes_per_profile(manifests, stacks, env):
     profile = stacks[env].profile
-    for name, storage, persistent in (("postgres", profile.postgres.storage, True),
+    in_cluster_postgres = profile.postgres.mode == "statefulset"
+    for name, storage, persistent in (*((("postgres", profile.postgres.storage, True),) if in_cluster_postgres else ()),
                                       ("redis", profile.redis.storage, profile.redis.persistence),
                                       ("minio", profile.object_store.storage, True)):
         statefulset = one(manifests[env], "StatefulSet", name)
@@ -202,11 +206,13 @@ def test_data_services_mount_volumes_per_profile(manifests, stacks, env):
 
 
 def test_postgres_is_tuned_from_its_memory_limit(manifests):
-    args = container(one(manifests["prod"], "StatefulSet", "postgres"), "postgres")["args"]
+    # stage runs the StatefulSet with the default 1Gi limit (prod runs CNPG:
+    # tests/test_data_modes.py checks the same values there).
+    args = container(one(manifests["stage"], "StatefulSet", "postgres"), "postgres")["args"]
     settings = dict(arg.split("=", 1) for arg in args if arg != "-c")
     assert settings["shared_buffers"] == "256MB"  # 25 % of the default 1Gi limit
     assert settings["max_connections"] == "100"
-    c = container(one(manifests["prod"], "StatefulSet", "postgres"), "postgres")
+    c = container(one(manifests["stage"], "StatefulSet", "postgres"), "postgres")
     assert c["readinessProbe"]["exec"]["command"][0] == "pg_isready"
     assert any(m["mountPath"] == "/var/lib/postgresql" for m in c["volumeMounts"]), "18+ data path"
 
@@ -243,7 +249,8 @@ def test_minio_console_is_never_on_a_service():
 
 
 def test_offsite_mirror_when_enabled(manifests):
-    assert not [c for c in of_kind(manifests["prod"], "CronJob") if c["metadata"]["name"] == "minio-mirror"]
+    # stage keeps the off-site copy off (the prod tier requires it).
+    assert not [c for c in of_kind(manifests["stage"], "CronJob") if c["metadata"]["name"] == "minio-mirror"]
     stack, objects = render_with("prod", {"backups": {"offsite": {"enabled": True,
                                                                   "endpoint": "https://s3.example.net"}}})
     mirror = one(objects, "CronJob", "minio-mirror")

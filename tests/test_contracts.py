@@ -216,7 +216,8 @@ def test_the_source_reader_finds_what_the_settings_read():
             "GA_SVC_JSON_BASE64", "DJANGO_SUPERUSER_PASSWORD"} <= everything
     assert "GUNICORN_WORKERS" not in app_reads(gunicorn=False)
     always, either = settings_requirements("config.settings.prod")
-    assert {"DJANGO_SECRET_KEY", "DATABASE_URL", "REDIS_URL", "MINIO_ENDPOINT", "ALLOWED_HOSTS"} <= always
+    # DATABASE_URL/REDIS_URL or the separate DATABASE_*/REDIS_* variables (config/env.py).
+    assert {"DJANGO_SECRET_KEY", "MINIO_ENDPOINT", "ALLOWED_HOSTS"} <= always
     assert ({"MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"}, {"MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"}) in either
 
 
@@ -242,16 +243,23 @@ def secret_ref(container: Obj, name: str) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_the_postgres_exporter_logs_in_as_the_server_user(manifests, env):
+def test_the_postgres_exporter_logs_in_as_the_monitor_role(manifests, env):
+    """The sidecar exporter logs in as the pg_monitor role the roles Job creates
+    from the same Secret key (docs/decisions/041); prod runs CNPG (no sidecar)."""
+    if not [s for s in of_kind(manifests[env], "StatefulSet") if s["metadata"]["name"] == "postgres"]:
+        assert one(manifests[env], "Cluster", "postgres"), f"{env}: neither a StatefulSet nor a CNPG Cluster"
+        return
     pod = containers_of(manifests[env], "StatefulSet", "postgres")
     server, exporter = pod["postgres"], pod["exporter"]
-    assert value_of(exporter, "DATA_SOURCE_USER") == value_of(server, "POSTGRES_USER")
-    assert secret_ref(exporter, "DATA_SOURCE_PASS") == secret_ref(server, "POSTGRES_PASSWORD")
+    (job,) = [j for j in of_kind(manifests[env], "Job") if j["metadata"]["name"].startswith("postgres-roles-")]
+    (roles,) = job["spec"]["template"]["spec"]["containers"]
+    assert value_of(exporter, "DATA_SOURCE_USER") == value_of(roles, "MONITOR_USER")
+    assert secret_ref(exporter, "DATA_SOURCE_PASS") == secret_ref(roles, "POSTGRES_MONITOR_PASSWORD")
     uri = value_of(exporter, "DATA_SOURCE_URI") or ""
     match = re.fullmatch(r"127\.0\.0\.1:(\d+)/([^?]+)(\?.*)?", uri)
     assert match, f"{env}: DATA_SOURCE_URI {uri!r}"
     assert int(match.group(1)) in {p["containerPort"] for p in server["ports"]}
-    assert match.group(2) == value_of(server, "POSTGRES_DB")
+    assert match.group(2) == value_of(roles, "APP_DATABASE")
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -362,7 +370,8 @@ def test_every_loopback_address_is_a_port_in_the_same_pod(manifests, env):
                 for port in LOOPBACK.findall(text):
                     checked += 1
                     assert int(port) in ports, f"{env} {pod.where}/{container['name']}: {text!r} -> no such port"
-    assert checked >= 2, "the postgres and redis exporters reach their server on loopback"
+    sidecars = 2 if any(s["metadata"]["name"] == "postgres" for s in of_kind(manifests[env], "StatefulSet")) else 1
+    assert checked >= sidecars, "the postgres (StatefulSet only) and redis exporters reach their server on loopback"
 
 
 # The app serves /metrics on its HTTP port (ProbeMiddleware, app/config/urls.py);
@@ -385,6 +394,9 @@ def test_every_scrape_target_is_the_workloads_metrics_port(manifests, stacks, en
                     continue  # outside the env (the ingress controller's metrics)
                 service = services[service_name]
                 selector = service["spec"]["selector"]
+                if "cnpg.io/cluster" in selector:  # instances CloudNativePG creates from the Cluster
+                    assert one(objects, "Cluster", selector["cnpg.io/cluster"])
+                    continue
                 pods = [p for p in pod_templates(objects) if selector.items() <= p.labels.items()]
                 assert pods, f"{env} job {job['job_name']}: {name} selects no pod"
                 for pod in pods:
@@ -420,7 +432,8 @@ def test_exporters_listen_on_their_declared_metrics_port(manifests, env):
 
 # --- backup scripts and their CronJobs -----------------------------------------------------------
 
-LIBPQ = {"PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGSSLMODE", "PGCONNECT_TIMEOUT"}
+# libpq reads these itself (PGSSLROOTCERT: the CA of an external or CNPG server).
+LIBPQ = {"PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGSSLMODE", "PGSSLROOTCERT", "PGCONNECT_TIMEOUT"}
 
 
 def _without_usage(text: str) -> str:

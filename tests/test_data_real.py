@@ -39,18 +39,33 @@ def image_major(objects: list[dict], kind: str, name: str, container_name: str) 
     return int(match.group(1))
 
 
+def postgres_major(objects: list[dict]) -> int:
+    """The Postgres major the env deploys: the StatefulSet's image or the CNPG Cluster's imageName."""
+    clusters = [o for o in objects if o["kind"] == "Cluster"]
+    if not clusters:
+        return image_major(objects, "StatefulSet", "postgres", "postgres")
+    tag = clusters[0]["spec"]["imageName"].rsplit(":", 1)[1]
+    match = re.match(r"(\d+)\.", tag)
+    assert match, f"no version in image tag {tag}"
+    return int(match.group(1))
+
+
 def container(objects: list[dict], kind: str, name: str, container_name: str) -> dict:
     spec = one(objects, kind, name)["spec"]["template"]["spec"]
     return next(c for c in spec["containers"] if c["name"] == container_name)
 
 
 def rendered_postgres_settings(objects: list[dict]) -> dict[str, str]:
+    clusters = [o for o in objects if o["kind"] == "Cluster"]
+    if clusters:  # CloudNativePG: postgresql.parameters of the Cluster
+        (cluster,) = clusters
+        return dict(cluster["spec"]["postgresql"]["parameters"])
     args = container(objects, "StatefulSet", "postgres", "postgres")["args"]
     assert args[::2] == ["-c"] * (len(args) // 2), f"unexpected postgres args: {args}"
     return dict(arg.split("=", 1) for arg in args[1::2])
 
 
-@pytest.mark.parametrize("env", ["dev", "prod"])
+@pytest.mark.parametrize("env", ["dev", "stage", "prod"])
 def test_postgres_accepts_the_rendered_settings(manifests, env, runtime):
     try:
         server_cm = services.postgres_server(runtime=runtime)
@@ -71,7 +86,7 @@ def test_postgres_accepts_the_rendered_settings(manifests, env, runtime):
         if runtime is not services.HOST:
             # The root must run the major the chart deploys, or this proves nothing.
             major = int(server.psql("SHOW server_version_num")) // 10000
-            assert major == image_major(manifests[env], "StatefulSet", "postgres", "postgres")
+            assert major == postgres_major(manifests[env])
         for key, value in settings.items():
             shown = server.psql(f"SHOW {key}")
             # psql output is stripped, so compare without trailing blanks.

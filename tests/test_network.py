@@ -52,6 +52,12 @@ def universe(objects: list[dict[str, Any]], profile: Any) -> list[Endpoint]:
         Endpoint("acme-solver", namespace, tuple(sorted(ACME_SOLVER_LABELS.items()))),
         Endpoint("somebody-else", "other", (("app", "intruder"),)),
     ]
+    cnpg = profile.postgres.cnpg
+    if cnpg is not None:
+        # Pods the CloudNativePG operator creates from the Cluster and Pooler.
+        outside += [Endpoint(f"{cnpg.name}-cnpg", namespace, (("cnpg.io/cluster", cnpg.name),)),
+                    Endpoint(f"{cnpg.name}-pooler-rw", namespace, (("cnpg.io/poolerName", f"{cnpg.name}-pooler-rw"),)),
+                    Endpoint("cnpg-operator", cnpg.operator_namespace, tuple(sorted(cnpg.operator_pod_labels.items())))]
     cidrs = {peer["ipBlock"]["cidr"] for policy in of_kind(objects, "NetworkPolicy")
              for rule in policy["spec"].get("egress", []) for peer in rule.get("to", []) if "ipBlock" in peer}
     return ours + outside + [Endpoint(f"cidr:{cidr}", "", cidr=cidr) for cidr in sorted(cidrs)]
@@ -151,16 +157,30 @@ COMMON_EDGES: set[Edge] = APP_EDGES | {
     ("prometheus", "redis", 9121, "TCP"), ("prometheus", "minio", 9327, "TCP"),
     ("prometheus", "backup-exporter", 9188, "TCP"), ("prometheus", "celery-exporter", 9808, "TCP"),
 }
+COMMON_EDGES |= {("backup-prune", *S3)}
+# The StatefulSet Postgres (dev, stage) has its roles Job.
+STATEFULSET_EDGES: set[Edge] = COMMON_EDGES | {("postgres-roles", *DB)}
+# prod runs CloudNativePG: the same clients reach its instances (cnpg.io/cluster
+# pods), plus what CNPG's docs ask for (operator -> 8000 and 5432, instances to
+# each other, instance manager -> API server) and the WAL archive over HTTPS.
+CNPG = "postgres-cnpg"
+CNPG_EDGES: set[Edge] = {(e[0], CNPG, *e[2:]) if e[1] == "postgres" else e for e in COMMON_EDGES} | {
+    ("cnpg-operator", CNPG, 5432, "TCP"), ("cnpg-operator", CNPG, 8000, "TCP"),
+    (CNPG, CNPG, 5432, "TCP"), (CNPG, CNPG, 8000, "TCP"),
+    (CNPG, "cidr:172.20.0.1/32", 443, "TCP"), (CNPG, "cidr:0.0.0.0/0", 443, "TCP"),
+}
 EXPECTED_EDGES: dict[str, set[Edge]] = {
     # dev scrapes the kind ingress controller's metrics; stage and prod let it
     # reach cert-manager's HTTP-01 solver pods.
-    "dev": COMMON_EDGES | {("prometheus", "ingress-controller", 9113, "TCP")},
-    "stage": COMMON_EDGES | {("ingress-controller", "acme-solver", 8089, "TCP")},
-    # prod also runs the bundled Alertmanager (receivers over HTTPS) and KEDA,
-    # which reads the queue lengths from Redis.
-    "prod": COMMON_EDGES | {("ingress-controller", "acme-solver", 8089, "TCP"),
-                            ("prometheus", "alertmanager", 9093, "TCP"), ("alertmanager", "cidr:0.0.0.0/0", 443, "TCP"),
-                            ("keda-operator", "redis", 6379, "TCP")},
+    "dev": STATEFULSET_EDGES | {("prometheus", "ingress-controller", 9113, "TCP")},
+    "stage": STATEFULSET_EDGES | {("ingress-controller", "acme-solver", 8089, "TCP")},
+    # prod also runs the bundled Alertmanager (receivers over HTTPS), KEDA,
+    # which reads the queue lengths from Redis, and the off-site copies.
+    "prod": CNPG_EDGES | {("ingress-controller", "acme-solver", 8089, "TCP"),
+                          ("prometheus", "alertmanager", 9093, "TCP"), ("alertmanager", "cidr:0.0.0.0/0", 443, "TCP"),
+                          ("keda-operator", "redis", 6379, "TCP"),
+                          ("minio-mirror", *S3), ("minio-mirror", "cidr:0.0.0.0/0", 443, "TCP"),
+                          ("dumps-mirror", *S3), ("dumps-mirror", "cidr:0.0.0.0/0", 443, "TCP")},
 }
 DNS_PORT = 53
 
@@ -236,6 +256,20 @@ def test_the_check_sees_a_policy_without_ports(manifests, stacks):
     assert ("ingress-controller", "api", ANY_PORT, "*") in extra
 
 
+EXTERNAL_DATA = {
+    # cnpg None: replaces the committed prod profile's CNPG settings.
+    "postgres": {"mode": "external", "cnpg": None, "external": {"host": "db.example.internal", "cidr": "10.20.0.0/16",
+                                                                "ca": {"name": "db-ca"}}},
+    "redis": {"mode": "external", "external": {"host": "cache.example.internal", "port": 6380,
+                                               "cidr": "10.30.0.5/32"}},
+}
+
+CNPG_DATA = {"postgres": {"mode": "cnpg", "cnpg": {
+    "api_server_cidr": "10.96.0.1/32", "api_server_port": 6443,
+    "backup": {"endpoint": "https://s3.eu-central-1.amazonaws.com", "bucket": "vibearena-wal",
+               "cidr": "52.219.0.0/16"}}}}
+
+
 @pytest.mark.parametrize("overrides", [
     {"monitoring": {"mode": "operator", "alertmanager": {"mode": "off"}}},
     {"object_store": {"mode": "external", "external_endpoint": "https://s3.example.net"},
@@ -248,8 +282,14 @@ def test_the_check_sees_a_policy_without_ports(manifests, stacks):
                                                "smarthost": "smtp.example.net:587", "auth_username": "am"}}}},
     {"monitoring": {"kube_state_metrics_service": "kube-state-metrics.kube-system.svc"}},
     {"worker": {"groups": [{"name": "default", "autoscaling": {"mode": "hpa", "cpu_utilization": 70}}]}},
+    EXTERNAL_DATA,
+    CNPG_DATA,
+    {**CNPG_DATA, "postgres": {**CNPG_DATA["postgres"], "cnpg": {
+        **CNPG_DATA["postgres"]["cnpg"], "pooler": {"enabled": True}, "import_from_statefulset": True}}},
+    {**CNPG_DATA, "monitoring": {"mode": "operator", "alertmanager": {"mode": "off"}}},
 ], ids=["operator-monitoring", "external-s3-offsite-internet", "node-local-dns", "alertmanager-existing",
-        "alertmanager-bundled-email", "kube-state-metrics", "worker-hpa"])
+        "alertmanager-bundled-email", "kube-state-metrics", "worker-hpa", "external-data",
+        "cnpg", "cnpg-pooler-import", "cnpg-operator-monitoring"])
 def test_switched_on_features_render_exactly_their_declared_connections(overrides):
     """The renderer renders what the chart declares, for profile switches the committed envs leave off
     (the expected connections themselves are checked by the literal test below)."""
@@ -259,7 +299,7 @@ def test_switched_on_features_render_exactly_their_declared_connections(override
     assert allowed(objects, endpoints, stack.namespace) == declared(stack, endpoints)
 
 
-SCRAPED = {("api", 8000), ("postgres", 9187), ("redis", 9121), ("minio", 9327), ("backup-exporter", 9188),
+SCRAPED = {("api", 8000), (CNPG, 9187), ("redis", 9121), ("minio", 9327), ("backup-exporter", 9188),
            ("celery-exporter", 9808)}
 EVERYONE_ON_S3 = ("api", "worker-default", "beat", "migrate", "createsuperuser", "ensure-bucket",
                   "postgres-backup", "postgres-restore", "restore-drill", "backup-exporter", "backup-prune")
@@ -277,8 +317,9 @@ SWITCHED: list[tuple[str, dict[str, Any], set[Edge], set[Edge], tuple[str, ...]]
     ("external-s3-offsite-internet",
      {"object_store": {"mode": "external", "external_endpoint": "https://s3.example.net"},
       "backups": {"offsite": {"enabled": True}}, "network": {"app_internet_egress": True}},
-     {(name, "cidr:0.0.0.0/0", 443, "TCP") for name in (*EVERYONE_ON_S3, "minio-mirror", "dumps-mirror")},
-     {(name, *S3) for name in EVERYONE_ON_S3} | {("prometheus", "minio", 9327, "TCP")}, ()),
+     {(name, "cidr:0.0.0.0/0", 443, "TCP") for name in (*EVERYONE_ON_S3, "minio-mirror")},
+     {(name, *S3) for name in (*EVERYONE_ON_S3, "minio-mirror", "dumps-mirror")}
+     | {("prometheus", "minio", 9327, "TCP")}, ()),
     ("node-local-dns", {"network": {"dns_cidrs": ["169.254.20.10/32"]}}, set(), set(), ("cidr:169.254.20.10/32",)),
 ]
 
@@ -305,14 +346,23 @@ def configured_connections(objects: list[dict[str, Any]], namespace: str) -> set
             env = {v["name"]: v.get("value", "") for v in container.get("env", [])}
             for name, value in env.items():
                 match = re.match(r"^(\w+)://(?:[^@/]*@)?([^:/]+)(?::(\d+))?", value)
-                if match and name.endswith(("_URL", "_ENDPOINT", "_URI")) and "://" in value:
+                if match and name.endswith(("_URL", "_ENDPOINT", "_URI", "_ADDR")) and "://" in value:
                     scheme, host, port = match.groups()
-                    default = {"https": 443, "http": 80, "redis": 6379, "postgres": 5432}.get(scheme)
+                    default = {"https": 443, "http": 80, "redis": 6379, "rediss": 6379, "postgres": 5432}.get(scheme)
                     if host in ("127.0.0.1", "localhost"):
                         continue  # loopback inside the pod: no NetworkPolicy applies
                     found.add((source, host, int(port) if port else default))
             if "PGHOST" in env:
                 found.add((source, env["PGHOST"], int(env.get("PGPORT", 5432))))
+            # The app's separate connection variables (config/env.py).
+            for host_var, port_var, default in (("DATABASE_HOST", "DATABASE_PORT", 5432),
+                                                ("REDIS_HOST", "REDIS_PORT", 6379)):
+                if host_var in env:
+                    found.add((source, env[host_var], int(env.get(port_var, default))))
+            # postgres_exporter's DATA_SOURCE_URI is host:port/db without a scheme.
+            uri = re.match(r"^([^:/]+):(\d+)/", env.get("DATA_SOURCE_URI", ""))
+            if uri and uri.group(1) not in ("127.0.0.1", "localhost"):
+                found.add((source, uri.group(1), int(uri.group(2))))
     return found
 
 
@@ -321,6 +371,14 @@ def resolve(objects: list[dict[str, Any]], host: str, port: int) -> tuple[str, i
     service_name = host.split(".")[0]
     services = [s for s in of_kind(objects, "Service") if s["metadata"]["name"] == service_name]
     if not services:
+        # Services CloudNativePG creates: <cluster>-rw/-ro/-r, and one per Pooler.
+        for cluster in of_kind(objects, "Cluster"):
+            name = cluster["metadata"]["name"]
+            if service_name in (f"{name}-rw", f"{name}-ro", f"{name}-r") and port == 5432:
+                return f"{name}-cnpg", 5432
+        for pooler in of_kind(objects, "Pooler"):
+            if service_name == pooler["metadata"]["name"] and port == 5432:
+                return service_name, 5432
         return None
     (service,) = services
     (service_port,) = [p for p in service["spec"]["ports"] if p["port"] == port]
@@ -354,8 +412,9 @@ def test_every_configured_address_is_allowed_by_the_policies(manifests, stacks, 
 
 
 def test_configured_address_check_sees_a_missing_rule(manifests, stacks):
-    objects = [o for o in copy.deepcopy(manifests["prod"]) if o["metadata"]["name"] != "postgres-ingress"]
-    stack = stacks["prod"]
+    # stage runs the Postgres StatefulSet.
+    objects = [o for o in copy.deepcopy(manifests["stage"]) if o["metadata"]["name"] != "postgres-ingress"]
+    stack = stacks["stage"]
     edges = allowed(objects, universe(objects, stack.profile), stack.namespace)
     target = resolve(objects, "postgres", 5432)
     assert target == ("postgres", 5432)
@@ -365,6 +424,7 @@ def test_configured_address_check_sees_a_missing_rule(manifests, stacks):
 def test_configured_addresses_with_external_s3_and_offsite_copy():
     from tests.support.render import render_with
     stack, objects = render_with("prod", {
+        "postgres": {"cnpg": {"pooler": {"enabled": True}}},
         "object_store": {"mode": "external", "external_endpoint": "https://s3.eu-west-1.amazonaws.com"},
         "backups": {"offsite": {"enabled": True, "endpoint": "https://s3.example.net:8443"}}})
     edges = allowed(objects, universe(objects, stack.profile), stack.namespace)
@@ -374,3 +434,36 @@ def test_configured_addresses_with_external_s3_and_offsite_copy():
         if resolve(objects, host, port) is None:
             assert any(e[0] == source and e[1].startswith("cidr:") and e[2] == port for e in edges), \
                 f"{source} -> {host}:{port} is blocked"
+
+
+def test_external_data_services_reachable_only_at_their_cidr_and_port():
+    """Declared table for external Postgres and Redis: every client reaches the
+    managed server's CIDR on its port, and nothing in the namespace serves 5432/6379."""
+    from tests.support.render import render_with
+    stack, objects = render_with("prod", EXTERNAL_DATA)
+    edges = allowed(objects, universe(objects, stack.profile), stack.namespace)
+    to_db = {e[0] for e in edges if e[1:] == ("cidr:10.20.0.0/16", 5432, "TCP")}
+    to_cache = {e[0] for e in edges if e[1:] == ("cidr:10.30.0.5/32", 6380, "TCP")}
+    app = {"api", "worker-default", "beat", "migrate", "createsuperuser"}
+    assert to_db == app | {"postgres-backup", "restore-drill", "postgres-restore", "postgres-exporter"}, to_db
+    assert to_cache == app | {"celery-exporter", "redis-exporter"}, to_cache
+    assert not [e for e in edges if e[2] in (5432, 6379, 6380) and not e[1].startswith("cidr:")], \
+        "an in-namespace target still serves a database port"
+    wanted = configured_connections(objects, stack.namespace)
+    assert ("api", "db.example.internal", 5432) in wanted and ("api", "cache.example.internal", 6380) in wanted
+
+
+def test_cnpg_reachability_is_the_declared_table():
+    """What CloudNativePG needs (its docs: operator -> 8000 and 5432, pods to
+    each other, instance manager -> API server) plus archive and clients."""
+    from tests.support.render import render_with
+    stack, objects = render_with("prod", CNPG_DATA)
+    edges = allowed(objects, universe(objects, stack.profile), stack.namespace)
+    into = {(e[0], e[2]) for e in edges if e[1] == "postgres-cnpg"}
+    out = {(e[1], e[2]) for e in edges if e[0] == "postgres-cnpg" and e[1] != "dns"}
+    app = {"api", "worker-default", "beat", "migrate", "createsuperuser"}
+    dumps = {"postgres-backup", "restore-drill", "postgres-restore"}
+    assert into == ({("cnpg-operator", 8000), ("cnpg-operator", 5432), ("postgres-cnpg", 5432),
+                     ("postgres-cnpg", 8000), ("prometheus", 9187)} | {(a, 5432) for a in app | dumps}), into
+    assert out == {("postgres-cnpg", 5432), ("postgres-cnpg", 8000), ("cidr:10.96.0.1/32", 6443),
+                   ("cidr:52.219.0.0/16", 443)}, out

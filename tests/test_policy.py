@@ -18,6 +18,7 @@ from tests.support.manifests import (
     label_problems,
     name_of,
     of_kind,
+    one,
     pod_templates,
 )
 
@@ -103,9 +104,19 @@ def test_every_object_has_recommended_labels(manifests, env):
         assert not missing, f"{pod.where} pod template: missing labels {missing}"
 
 
+def operator_pods(selector: dict) -> bool:
+    """A selector over pods CloudNativePG creates (not ours to label)."""
+    labels = selector.get("matchLabels", selector) if isinstance(selector, dict) else {}
+    return isinstance(labels, dict) and "cnpg.io/cluster" in labels
+
+
 def test_selectors_use_stable_labels_only(manifests, env):
     for obj in manifests[env]:
         selector = obj.get("spec", {}).get("selector")
+        if obj["kind"] in ("Service", "PodMonitor") and operator_pods(selector or {}):
+            # The Cluster of that name must be rendered in the same env.
+            assert one(manifests[env], "Cluster", (selector.get("matchLabels") or selector)["cnpg.io/cluster"])
+            continue
         if obj["kind"] == "Service":
             keys = set(selector or {})
         elif isinstance(selector, dict):
@@ -119,6 +130,8 @@ def test_every_service_selects_a_pod_template(manifests, env):
     templates = pod_templates(manifests[env])
     for service in of_kind(manifests[env], "Service"):
         selector = service["spec"]["selector"]
+        if operator_pods(selector):
+            continue  # CNPG's pods: checked in test_selectors_use_stable_labels_only
         matching = [p for p in templates if selector.items() <= p.labels.items()]
         assert matching, f"{name_of(service)}: selects no pod template"
         for port in service["spec"].get("ports", []):

@@ -70,10 +70,11 @@ def test_prod_worker_group_scales_on_every_list_key_of_its_queues(manifests, sta
 
 def test_keda_reads_the_broker_the_workers_use(manifests):
     """Address, database and password of the trigger match the worker's
-    REDIS_URL and the key Redis itself takes its password from."""
+    REDIS_HOST/PORT/DB/TLS and the key Redis itself takes its password from."""
     objects = manifests["prod"]
     worker_env = env_of(worker_container(objects, "default"))
-    url = urlparse(worker_env["REDIS_URL"])
+    scheme = "rediss" if worker_env["REDIS_TLS"] == "true" else "redis"
+    url = urlparse(f"{scheme}://{worker_env['REDIS_HOST']}:{worker_env['REDIS_PORT']}/{worker_env['REDIS_DB']}")
     service = one(objects, "Service", url.hostname or "")
     namespace = service["metadata"]["namespace"]
     redis = one(objects, "StatefulSet", "redis")

@@ -66,6 +66,8 @@ def test_workloads_read_credentials_only_through_secret_refs(manifests, stacks, 
         for ref in auth["spec"].get("secretTargetRef", []):
             assert ref["name"] == secret_name and ref["key"] in CATALOG, f"TriggerAuthentication: {ref}"
             referenced.add(ref["key"])
+    # Custom resources reference keys themselves ({name, key}: CNPG's ObjectStore, externalClusters).
+    referenced |= cr_keys(manifests[env], secret_name)
     assert referenced, f"{env}: no secret reference found (the walk is broken)"
 
 
@@ -74,15 +76,36 @@ def referenced_keys(objects) -> set[str]:
     keys = {var["valueFrom"]["secretKeyRef"]["key"] for pod in pod_templates(objects) for c in pod.containers()
             for var in c.get("env", []) if "secretKeyRef" in var.get("valueFrom", {})}
     keys |= {item["key"] for pod in pod_templates(objects) for volume in pod.spec.get("volumes", [])
-             if "secret" in volume for item in volume["secret"].get("items", [])}
+             if "secret" in volume for item in volume["secret"].get("items", [])
+             if item["key"] in CATALOG}  # not the CA bundles of other Secrets (postgres-ca: ca.crt)
     keys |= {ref["key"] for auth in of_kind(objects, "TriggerAuthentication")
              for ref in auth["spec"].get("secretTargetRef", [])}
-    return keys
+    return keys | cr_keys(objects, None)
+
+
+def cr_keys(objects, secret_name: str | None) -> set[str]:
+    """Keys CloudNativePG objects reference themselves ({name, key} selectors)."""
+    found: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if node.get("key") in CATALOG and (secret_name is None or node.get("name") == secret_name):
+                found.add(node["key"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    for obj in objects:
+        if obj["apiVersion"].startswith(("postgresql.cnpg.io/", "barmancloud.cnpg.io/")):
+            walk(obj["spec"])
+    return found
 
 
 @pytest.mark.parametrize("env", ["stage", "prod"])
 def test_external_secret_provides_exactly_the_referenced_keys(manifests, stacks, env):
-    (external,) = of_kind(manifests[env], "ExternalSecret")
+    (external,) = [e for e in of_kind(manifests[env], "ExternalSecret")
+                   if e["metadata"]["name"] == stacks[env].secrets.name]
     spec = external["spec"]
     assert external["apiVersion"] == "external-secrets.io/v1"
     assert spec["secretStoreRef"] == {"kind": "ClusterSecretStore", "name": stacks[env].profile.secrets.store}
@@ -271,5 +294,7 @@ def test_namespaced_secret_store_is_rendered_as_such():
     from tests.support.render import render_with
 
     _stack, objects = render_with("prod", {"secrets": {"store_kind": "SecretStore"}})
-    (external,) = [o for o in objects if o["kind"] == "ExternalSecret"]
-    assert external["spec"]["secretStoreRef"] == {"kind": "SecretStore", "name": "vibearena-prod"}
+    externals = [o for o in objects if o["kind"] == "ExternalSecret"]
+    assert externals, "no ExternalSecret rendered"
+    for external in externals:  # the env's Secret and CNPG's basic-auth role Secrets
+        assert external["spec"]["secretStoreRef"] == {"kind": "SecretStore", "name": "vibearena-prod"}

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -162,3 +164,98 @@ def require_url_scheme(name: str, value: str, schemes: tuple[str, ...]) -> str:
             f"{allowed} and naming a host."
         )
     return value
+
+
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def secret(name: str) -> str:
+    """A password as given: never stripped, since blanks may be part of it."""
+    value = os.environ.get(name, "")
+    if not value:
+        raise ImproperlyConfigured(
+            f"Environment variable {name} is required but not set."
+        )
+    return value
+
+
+def database_settings() -> dict[str, Any]:
+    """The DATABASES entry, from separate variables or from DATABASE_URL.
+
+    DATABASE_HOST, DATABASE_PORT, DATABASE_NAME, DATABASE_USER and
+    DATABASE_PASSWORD (plus DATABASE_SSLMODE and DATABASE_SSLROOTCERT) are
+    what Kubernetes renders: each value reaches libpq as a separate keyword,
+    so a password may hold any character. DATABASE_URL stays accepted for
+    the seed's env file (percent-encode special characters there).
+    """
+    # An explicit URL (the seed's env file, a local override) wins; the
+    # rendered manifests never set it.
+    if optional("DATABASE_URL") or not optional("DATABASE_HOST"):
+        return parse_database_url(required("DATABASE_URL"))
+    options: dict[str, Any] = {}
+    sslmode = optional("DATABASE_SSLMODE")
+    if sslmode:
+        if sslmode not in _SSLMODES:
+            raise ImproperlyConfigured(
+                f"Environment variable DATABASE_SSLMODE must be one of "
+                f"{', '.join(_SSLMODES)}, got {sslmode!r}."
+            )
+        options["sslmode"] = sslmode
+    rootcert = optional("DATABASE_SSLROOTCERT")
+    if rootcert:
+        options["sslrootcert"] = rootcert
+    elif sslmode in ("verify-ca", "verify-full"):
+        # libpq would silently fall back to ~/.postgresql/root.crt.
+        raise ImproperlyConfigured(
+            f"Environment variable DATABASE_SSLROOTCERT is required when "
+            f"DATABASE_SSLMODE is {sslmode}."
+        )
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": required("DATABASE_NAME"),
+        "USER": required("DATABASE_USER"),
+        "PASSWORD": secret("DATABASE_PASSWORD"),
+        "HOST": required("DATABASE_HOST"),
+        "PORT": str(as_int("DATABASE_PORT", 5432, minimum=1)),
+        "OPTIONS": options,
+    }
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    """A Redis URL safe to hand to redis-py, Celery and kombu, and the TLS
+    options they take as keyword arguments (empty without TLS)."""
+
+    url: str
+    ssl: dict[str, Any]
+
+
+def redis_settings() -> RedisSettings:
+    """From REDIS_HOST, REDIS_PORT, REDIS_DB, REDIS_USERNAME, REDIS_PASSWORD,
+    REDIS_TLS and REDIS_CA, or from REDIS_URL (the seed's env file).
+
+    The password is percent-encoded here, where the URL is consumed; redis-py
+    and kombu decode it again, so it may hold any character.
+    """
+    if optional("REDIS_URL") or not optional("REDIS_HOST"):
+        url = require_url_scheme("REDIS_URL", required("REDIS_URL"), ("redis", "rediss"))
+        return RedisSettings(url=url, ssl={})
+    host = required("REDIS_HOST")
+    port = as_int("REDIS_PORT", 6379, minimum=1)
+    database = as_int("REDIS_DB", 0, minimum=0)
+    username = quote(optional("REDIS_USERNAME"), safe="")
+    password = quote(secret("REDIS_PASSWORD"), safe="")
+    tls = as_bool("REDIS_TLS", False)
+    ssl_options: dict[str, Any] = {}
+    if tls:
+        ssl_options = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_check_hostname": True}
+        ca = optional("REDIS_CA")
+        if ca:
+            ssl_options["ssl_ca_certs"] = ca
+    elif optional("REDIS_CA"):
+        raise ImproperlyConfigured(
+            "Environment variable REDIS_CA is set but REDIS_TLS is off."
+        )
+    scheme = "rediss" if tls else "redis"
+    netloc = f"{username}:{password}@{host}:{port}"
+    return RedisSettings(url=f"{scheme}://{netloc}/{database}", ssl=ssl_options)

@@ -52,6 +52,7 @@ def _redis_targets() -> dict[str, str]:
 def _redis_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(
         url,
+        **(settings.REDIS_SSL_OPTIONS if url.startswith("rediss://") else {}),
         socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
         socket_timeout=REDIS_TIMEOUT_SECONDS,
     )

@@ -26,25 +26,30 @@ CELERY_EXPORTER_PORT = 9808
 class Broker(Protocol):
     """What the Celery exporter needs from the broker: charts.data.Redis."""
 
-    PORT: int
+    port: int
     peer: Peer
 
     def client_env(self) -> list[k8s.EnvVar]: ...
+
+    def client_volumes(self) -> list[k8s.Volume]: ...
+
+    def client_mounts(self) -> list[k8s.VolumeMount]: ...
+
+    def celery_exporter_command(self) -> list[str]: ...
 
 
 def celery_exporter(scope: Construct, id: str, *, stack: Stack, config: MonitoringConfig, broker: Broker,
                     queues: Sequence[str]) -> Deployment:
     broker_env = broker.client_env()
-    if "REDIS_URL" not in {var.name for var in broker_env}:
-        raise ValueError("monitoring: the broker's client_env() must define REDIS_URL")
     image = config.celery_exporter_image
     container = Container(
         name="celery-exporter",
         image=image.ref,
-        # CE_* are the exporter's click options as env vars; the URL is
-        # assembled by Kubernetes from the Secret ($(VAR) expansion).
+        # CE_* are the exporter's click options as env vars; the broker
+        # URL is built in the container from the broker's variables.
+        command=broker.celery_exporter_command(),
+        mounts=broker.client_mounts(),
         env=[*broker_env,
-             k8s.EnvVar(name="CE_BROKER_URL", value="$(REDIS_URL)"),
              k8s.EnvVar(name="CE_PORT", value=str(CELERY_EXPORTER_PORT)),
              # Queue lengths are reported even while no worker consumes them.
              k8s.EnvVar(name="CE_QUEUES", value=",".join(queues))],
@@ -61,7 +66,7 @@ def celery_exporter(scope: Construct, id: str, *, stack: Stack, config: Monitori
     exporter = Deployment(scope, id, stack=stack, name="celery-exporter",
                           component=COMPONENT, version=image.tag, containers=[container],
                           # Two exporters would both count every event.
-                          replicas=1, recreate=True)
-    stack.network.allow(exporter.peer, broker.peer, broker.PORT,
+                          replicas=1, recreate=True, volumes=broker.client_volumes())
+    stack.network.allow(exporter.peer, broker.peer, broker.port,
                         reason="Celery exporter reads events and queue lengths")
     return exporter

@@ -78,7 +78,7 @@ class Monitoring(Construct):
         ]
         # The operator's Prometheus scrapes only what lives in this namespace:
         # the controller's and cert-manager's own charts ship their monitors.
-        scraped = self.targets if config.mode == "bundled" else [t for t in self.targets if t.workload]
+        scraped = self.targets if config.mode == "bundled" else [t for t in self.targets if t.namespace is None]
         by_list: dict[str, list[tuple[str, str]]] = {}
         for target in scraped:
             by_list.setdefault(target.metrics, []).append((target.job, target.namespace or self.namespace))

@@ -42,14 +42,14 @@ class OperatorResources(Construct):
         operator_prometheus = pods_in(config.operator_prometheus_namespace, config.operator_prometheus_pod_labels,
                                       key="operator-prometheus")
         for target in targets:
-            workload = target.workload
-            assert workload is not None
-            identity = stack.identity(target.job, COMPONENT, workload.identity.version)
+            # Pods of this namespace: ours, or an operator's (CNPG), by their peer's labels.
+            version = target.workload.identity.version if target.workload is not None else None
+            identity = stack.identity(target.job, COMPONENT, version)
             mon.PodMonitor(
                 self, f"pod-monitor-{target.job}",
                 metadata=api_metadata(identity, target.job, namespace, extra_labels=operator_labels),
                 spec=mon.PodMonitorSpec(
-                    selector=mon.PodMonitorSpecSelector(match_labels=workload.identity.selector()),
+                    selector=mon.PodMonitorSpecSelector(match_labels=dict(target.target_peer.selector)),
                     pod_metrics_endpoints=[mon.PodMonitorSpecPodMetricsEndpoints(
                         port_number=target.port,
                         path=target.path,

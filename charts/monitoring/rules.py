@@ -187,6 +187,41 @@ def _postgres(s: str, t: AlertSettings) -> list[Alert]:
     return alerts
 
 
+def _cnpg(s: str, t: AlertSettings) -> list[Alert]:
+    """The Postgres alerts for a CloudNativePG cluster, from its instance
+    manager's metrics (same names, so runbooks stay valid), plus archiving."""
+    alerts = [
+        Alert(name="PostgresDown", for_="2m", severity="critical",
+              expr=f"max(cnpg_collector_up{{{s}}}) < 1 or absent(up{{{s}}} == 1)",
+              summary="No CloudNativePG instance reports PostgreSQL up",
+              description="cnpg_collector_up is 0 on every instance, or no instance is scraped."),
+        Alert(name="PostgresConnectionsNearMax", for_="10m", severity="warning",
+              expr=(f"sum by (instance) (cnpg_backends_total{{{s}}}) / on (instance) "
+                    f"max by (instance) (cnpg_pg_settings_setting{{{s}, name=\"max_connections\"}}) "
+                    f"> {t.postgres_connections_ratio}"),
+              summary="Postgres uses {{ $value | humanizePercentage }} of max_connections",
+              description="New connections will be refused at max_connections (postgres.max_connections)."),
+        Alert(name="PostgresWalArchivingFailing", for_="5m", severity="critical",
+              expr=f"sum(increase(cnpg_pg_stat_archiver_failed_count{{{s}}}[15m])) > 0",
+              summary="WAL segments fail to reach the archive",
+              description="The recovery point grows with every failed segment: check the ObjectStore "
+                          "credentials and egress (docs/data-tier.md)."),
+        Alert(name="PostgresReplicaLagging", for_="10m", severity="warning",
+              expr=f"max(cnpg_pg_replication_lag{{{s}}}) > 300",
+              summary="A replica is {{ $value | humanizeDuration }} behind the primary",
+              description="A failover now would lose the transactions not yet replayed."),
+    ]
+    if t.database_volume_size:
+        limit = int(parse_quantity(t.database_volume_size) * t.database_volume_ratio)
+        alerts.append(Alert(
+            name="PostgresDatabaseSizeNearVolume", for_="30m", severity="warning",
+            expr=f"max by (instance) (sum by (instance) (cnpg_pg_database_size_bytes{{{s}}})) > {limit}",
+            summary="Postgres databases use {{ $value | humanize1024 }}B of the data volume",
+            description=f"The databases exceed {t.database_volume_ratio:.0%} of the {t.database_volume_size} "
+                        "volume of each instance: grow postgres.storage.size."))
+    return alerts
+
+
 def _redis(s: str, t: AlertSettings) -> list[Alert]:
     return [
         Alert(name="RedisDown", for_="2m", severity="critical",
@@ -304,6 +339,7 @@ GENERATORS = {
     "django": ("api", _django),
     "celery": ("celery", _celery),
     "postgres": ("postgres", _postgres),
+    "cnpg": ("postgres", _cnpg),
     "redis": ("redis", _redis),
     "seaweedfs": ("object-store", _object_store),
     "minio": ("object-store", _object_store),

@@ -17,7 +17,8 @@ CERT_MANAGER_METRICS_PORT = 9402
 
 @dataclass(frozen=True, kw_only=True)
 class ScrapeTarget:
-    """One metrics endpoint: a workload of ours, or pods elsewhere reached by DNS.
+    """One metrics endpoint: a workload of ours, or pods reached by DNS (pods
+    elsewhere, or pods in our namespace that an operator runs, e.g. CNPG).
 
     `metrics` names the committed list in monitoring/metrics/ of what the
     exporter exposes; rule groups and dashboards exist only for lists some
@@ -40,8 +41,8 @@ class ScrapeTarget:
             raise ValueError(f"scrape target job: {err}") from None
         if (self.workload is None) == (self.peer is None):
             raise ValueError(f"scrape target {self.job!r}: set exactly one of workload, peer")
-        if self.peer is not None and (not self.dns_name or self.peer.namespace is None):
-            raise ValueError(f"scrape target {self.job!r}: an outside peer needs its namespace and a dns_name")
+        if self.peer is not None and not self.dns_name:
+            raise ValueError(f"scrape target {self.job!r}: a peer target needs a dns_name")
         if not 0 < self.port < 65536:
             raise ValueError(f"scrape target {self.job!r}: bad port {self.port}")
         if not self.path.startswith("/"):

@@ -1,7 +1,9 @@
 """Settings shared by every profile. All values come from the environment.
 
 The variable names follow the infra seed (DJANGO_SECRET_KEY, DATABASE_URL,
-REDIS_URL, MINIO_*) so one env file serves Compose-era tooling and Kubernetes.
+REDIS_URL, MINIO_*) so one env file serves Compose-era tooling and Kubernetes;
+Kubernetes renders separate DATABASE_* and REDIS_* variables instead of URLs,
+so passwords may hold any character (config/env.py).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ TEMPLATES = [
     },
 ]
 
-_database = env.parse_database_url(env.required("DATABASE_URL"))
+_database = env.database_settings()
 # A bounded connect timeout keeps /readyz under the probe timeout when the
 # database host is unreachable rather than refusing.
 _database["OPTIONS"].setdefault(
@@ -114,9 +116,10 @@ MAX_UPLOAD_SIZE = env.as_size("MAX_UPLOAD_SIZE", "50m")
 # Spooled uploads go to the system temp dir (/tmp, an emptyDir in the pod).
 FILE_UPLOAD_TEMP_DIR = env.optional("FILE_UPLOAD_TEMP_DIR") or None
 
-REDIS_URL = env.require_url_scheme(
-    "REDIS_URL", env.required("REDIS_URL"), ("redis", "rediss")
-)
+_redis = env.redis_settings()
+REDIS_URL = _redis.url
+# TLS options (CA bundle, hostname check) for every Redis client the app makes.
+REDIS_SSL_OPTIONS = _redis.ssl
 
 # The cache is shared by every API pod (the login throttle depends on that).
 # Same Redis as the broker; keys are prefixed and all carry an expiry.
@@ -151,6 +154,9 @@ OTEL_EXPORTER_OTLP_ENDPOINT = env.optional("OTEL_EXPORTER_OTLP_ENDPOINT")
 # Celery. Settings are read by config/celery.py with the CELERY_ namespace.
 CELERY_BROKER_URL = env.optional("CELERY_BROKER_URL", REDIS_URL)
 CELERY_RESULT_BACKEND = env.optional("CELERY_RESULT_BACKEND", REDIS_URL)
+if REDIS_SSL_OPTIONS:
+    CELERY_BROKER_USE_SSL = dict(REDIS_SSL_OPTIONS)
+    CELERY_REDIS_BACKEND_USE_SSL = dict(REDIS_SSL_OPTIONS)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
