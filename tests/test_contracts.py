@@ -286,71 +286,63 @@ def test_the_redis_exporters_use_the_server_password(manifests, env):
                 assert host.split(".")[0] == "redis" and int(port) == redis_port, trigger["metadata"]["address"]
 
 
-# Which key pair (Secret keys) each object-store client may hold, written out
-# here (docs/security.md): only the server and the bucket Job hold the admin key.
-S3_ROLE_OF_WORKLOAD = {
-    "minio": ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"),
-    "ensure-bucket": ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"),
-    "api": ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
-    "worker": ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
-    "beat": ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
-    "migrate": ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
-    "createsuperuser": ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
-    "postgres-backup": ("BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY"),
-    "postgres-restore": ("BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY"),
-    "restore-drill": ("BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY"),
-    "backup-exporter": ("BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY"),
-    "backup-prune": ("BACKUP_PRUNE_S3_ACCESS_KEY_ID", "BACKUP_PRUNE_S3_SECRET_ACCESS_KEY"),
-    "object-store-mirror": ("MIRROR_S3_ACCESS_KEY_ID", "MIRROR_S3_SECRET_ACCESS_KEY"),
+# Which key pairs (Secret keys) each object-store client holds, written out
+# here (docs/security.md): only the server and the bucket Job hold the admin
+# key; the mirrors read with the mirror key and record their runs with the
+# backup key, which the backup exporter reads.
+ADMIN_KEYS = ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD")
+APP_KEYS = ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY")
+BACKUP_KEYS = ("BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY")
+S3_KEYS_OF_WORKLOAD = {
+    "ensure-bucket": {ADMIN_KEYS},
+    **{name: {APP_KEYS} for name in ("api", "worker-default", "beat", "migrate", "createsuperuser")},
+    **{name: {BACKUP_KEYS} for name in ("postgres-backup", "postgres-restore", "restore-drill", "backup-exporter")},
+    "backup-prune": {("BACKUP_PRUNE_S3_ACCESS_KEY_ID", "BACKUP_PRUNE_S3_SECRET_ACCESS_KEY")},
+    **{name: {("MIRROR_S3_ACCESS_KEY_ID", "MIRROR_S3_SECRET_ACCESS_KEY"), BACKUP_KEYS}
+       for name in ("minio-mirror", "dumps-mirror")},
 }
-S3_KEY_VARS = (("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), ("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"),
-               ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
-               ("BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY"))
+# Environment variable pairs through which a container is given an in-cluster S3 key.
+S3_KEY_VARS = (("MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"), ("MINIO_ACCESS_KEY", "MINIO_SECRET_KEY"),
+               ("BACKUP_S3_ACCESS_KEY_ID", "BACKUP_S3_SECRET_ACCESS_KEY"),
+               ("MIRROR_SRC_S3_ACCESS_KEY_ID", "MIRROR_SRC_S3_SECRET_ACCESS_KEY"))
+SERVER_LOADS = (("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"), *S3_KEY_VARS,
+                ("BACKUP_PRUNE_S3_ACCESS_KEY_ID", "BACKUP_PRUNE_S3_SECRET_ACCESS_KEY"),
+                ("MIRROR_S3_ACCESS_KEY_ID", "MIRROR_S3_SECRET_ACCESS_KEY"))
 
 
-def _workload_role(name: str) -> str:
-    for known in sorted(S3_ROLE_OF_WORKLOAD, key=len, reverse=True):
-        if name == known or name.startswith(known + "-"):
-            return known
-    raise AssertionError(f"{name} holds object-store credentials but has no role in S3_ROLE_OF_WORKLOAD")
+def held_pairs(container: Obj, variables: tuple[tuple[str, str], ...]) -> set[tuple[tuple[str, str], ...]]:
+    names = set(env_of(container))
+    return {(secret_ref(container, a), secret_ref(container, b)) for a, b in variables if a in names}
 
 
 @pytest.mark.parametrize("env", ENVS)
 def test_object_store_clients_hold_their_own_scoped_key(manifests, env):
-    """Each client holds exactly its role's key pair, and the in-cluster server
-    knows that pair: as its admin key or among the identities it loads."""
+    """Each client holds exactly its role's key pairs, and the in-cluster
+    server knows them: as its admin key or among the identities it loads."""
     objects = manifests[env]
     servers = [s for s in of_kind(objects, "StatefulSet") if s["metadata"]["name"] == "minio"]
-    known: set[tuple[tuple[str, str], tuple[str, str]]] = set()
+    known: set[tuple[tuple[str, str], ...]] = set()
     if servers:
-        pods = {c["name"]: c for c in servers[0]["spec"]["template"]["spec"].get("initContainers", [])}
-        pods.update(containers_of(objects, "StatefulSet", "minio"))
-        loaded = (*S3_KEY_VARS, ("BACKUP_PRUNE_S3_ACCESS_KEY_ID", "BACKUP_PRUNE_S3_SECRET_ACCESS_KEY"),
-                  ("MIRROR_S3_ACCESS_KEY_ID", "MIRROR_S3_SECRET_ACCESS_KEY"))
-        for container in pods.values():
-            names = set(env_of(container))
-            known |= {(secret_ref(container, a), secret_ref(container, b)) for a, b in loaded
-                      if a in names and b in names}
-    if servers:
+        spec = servers[0]["spec"]["template"]["spec"]
+        for container in (*spec.get("initContainers", []), *spec["containers"]):
+            known |= held_pairs(container, SERVER_LOADS)
         (server,) = containers_of(objects, "StatefulSet", "minio").values()
-        admin = (secret_ref(server, "AWS_ACCESS_KEY_ID"), secret_ref(server, "AWS_SECRET_ACCESS_KEY"))
-        assert tuple(key for _name, key in admin) == S3_ROLE_OF_WORKLOAD["minio"]
-    held = 0
+        admin = held_pairs(server, (("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),))
+        assert {tuple(key for _name, key in pair) for pair in admin} == {ADMIN_KEYS}
+    clients = 0
     for pod in pod_templates(objects):
-        if pod.owner["kind"] == "StatefulSet" and pod.owner["metadata"]["name"] == "minio":
+        name = pod.labels["app.kubernetes.io/name"]
+        if name == "minio":
             continue  # the server itself: its identities loader reads every scoped key
-        for container in pod.containers():
-            names = set(env_of(container))
-            for access, secret in S3_KEY_VARS:
-                if access not in names:
-                    continue
-                held += 1
-                pair = (secret_ref(container, access), secret_ref(container, secret))
-                expected = S3_ROLE_OF_WORKLOAD[_workload_role(pod.owner["metadata"]["name"])]
-                assert tuple(key for _name, key in pair) == expected, (pod.where, pair, expected)
-                if servers:
-                    assert pair in known, f"{pod.where}: the object store does not know the key pair {pair}"
-    assert held, "no object-store client found"
+        pairs = set().union(*(held_pairs(c, S3_KEY_VARS) for c in pod.containers()))
+        if not pairs:
+            continue
+        clients += 1
+        held = {tuple(key for _name, key in pair) for pair in pairs}
+        assert held == S3_KEYS_OF_WORKLOAD.get(name), (pod.where, held)
+        if servers:
+            assert pairs <= known, f"{pod.where}: the object store does not know {sorted(pairs - known)}"
+    assert clients, "no object-store client found"
 
 
 # --- loopback addresses and scrape targets -----------------------------------------------------

@@ -269,41 +269,41 @@ def test_the_exit_status_is_three_for_anything_above_routine() -> None:
 
 def test_growing_a_statefulset_volume_prints_the_orphan_delete_steps() -> None:
     findings = plan([statefulset(size="10Gi", replicas=2)], [statefulset(size="20Gi", replicas=2)],
-                    apply_command="kubectl apply --server-side -f dist/prod/")
+                    apply_command="kubectl apply --server-side -f dist/stage/")
     (rejected,) = [f for f in findings if f.risk == R]
     assert [line.split("   #")[0] for line in rejected.remedy] == [
         """kubectl -n shop patch pvc data-db-0 -p '{"spec":{"resources":{"requests":{"storage":"20Gi"}}}}'""",
         """kubectl -n shop patch pvc data-db-1 -p '{"spec":{"resources":{"requests":{"storage":"20Gi"}}}}'""",
         "kubectl -n shop delete statefulset db --cascade=orphan",
-        "kubectl apply --server-side -f dist/prod/",
+        "kubectl apply --server-side -f dist/stage/",
     ]
 
 
 @pytest.fixture(scope="module")
-def prod_render() -> list[Obj]:
-    return load_dir(ROOT / "dist" / "prod")
+def stage_render() -> list[Obj]:
+    return load_dir(ROOT / "dist" / "stage")
 
 
-def test_the_readme_case_growing_the_postgres_volume_is_rejected_with_the_real_names(prod_render: list[Obj]) -> None:
-    _stack, grown = render_with("prod", {"postgres": {"storage": {"size": "20Gi"}}})
-    findings = plan(prod_render, grown, apply_command="kubectl apply --server-side -f dist/prod/")
+def test_the_readme_case_growing_the_postgres_volume_is_rejected_with_the_real_names(stage_render: list[Obj]) -> None:
+    _stack, grown = render_with("stage", {"postgres": {"storage": {"size": "20Gi"}}})
+    findings = plan(stage_render, grown, apply_command="kubectl apply --server-side -f dist/stage/")
     above = [f for f in findings if f.risk != OK]
     assert [(f.risk, f.object) for f in above] == [(R, "StatefulSet/postgres")]
     (rejected,) = above
     assert "10Gi -> 20Gi" in rejected.change
     assert [line.split("   #")[0] for line in rejected.remedy] == [
-        """kubectl -n vibearena-prod patch pvc data-postgres-0 -p '{"spec":{"resources":{"requests":"""
+        """kubectl -n vibearena-stage patch pvc data-postgres-0 -p '{"spec":{"resources":{"requests":"""
         """{"storage":"20Gi"}}}}'""",
-        "kubectl -n vibearena-prod delete statefulset postgres --cascade=orphan",
-        "kubectl apply --server-side -f dist/prod/",
+        "kubectl -n vibearena-stage delete statefulset postgres --cascade=orphan",
+        "kubectl apply --server-side -f dist/stage/",
     ]
-    text = render_text(Plan(findings=findings, env="prod"))
-    assert "kubectl -n vibearena-prod patch pvc data-postgres-0" in text
-    markdown = render_markdown(Plan(findings=findings, env="prod"))
-    assert "```sh\nkubectl -n vibearena-prod patch pvc data-postgres-0" in markdown
+    text = render_text(Plan(findings=findings, env="stage"))
+    assert "kubectl -n vibearena-stage patch pvc data-postgres-0" in text
+    markdown = render_markdown(Plan(findings=findings, env="stage"))
+    assert "```sh\nkubectl -n vibearena-stage patch pvc data-postgres-0" in markdown
 
 
-@pytest.mark.parametrize("env", ["dev", "stage", "prod"])
+@pytest.mark.parametrize("env", ["dev", "stage", "stage"])
 def test_rendering_twice_from_the_real_profiles_plans_no_change(env: str) -> None:
     _stack, first = render_with(env, {})
     _stack, second = render_with(env, {})
@@ -314,9 +314,9 @@ def test_rendering_twice_from_the_real_profiles_plans_no_change(env: str) -> Non
     assert "no changes" in render_text(result)
 
 
-def test_a_real_image_bump_is_routine_and_names_the_tags(prod_render: list[Obj]) -> None:
-    _stack, bumped = render_with("prod", {"api": {"image": {"tag": "0.2.0"}}})
-    findings = plan(prod_render, bumped)
+def test_a_real_image_bump_is_routine_and_names_the_tags(stage_render: list[Obj]) -> None:
+    _stack, bumped = render_with("stage", {"api": {"image": {"tag": "0.2.0"}}})
+    findings = plan(stage_render, bumped)
     assert {f.risk for f in findings} == {OK}
     (api,) = [f for f in findings if f.object == "Deployment/api"]
     assert "image api: ghcr.io/vibearena/api:0.1.0 -> ghcr.io/vibearena/api:0.2.0" in api.change
@@ -374,23 +374,23 @@ def run_plan(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 def grown_env_dir(tmp_path: Path, extra: str = "") -> Path:
     env_dir = tmp_path / "env"
     env_dir.mkdir()
-    text = (ENV_DIR / "prod.yaml").read_text()
-    (env_dir / "prod.yaml").write_text(text + "postgres:\n  storage: {size: 20Gi}\n" + extra)
+    text = (ENV_DIR / "stage.yaml").read_text()
+    (env_dir / "stage.yaml").write_text(text + "postgres:\n  storage: {size: 20Gi}\n" + extra)
     return env_dir
 
 
 @pytest.mark.slow
 def test_cli_exit_codes_for_an_unchanged_grown_and_acknowledged_render(tmp_path: Path) -> None:
-    unchanged = run_plan("--env", "prod", "--base-dir", str(ROOT / "dist" / "prod"))
+    unchanged = run_plan("--env", "stage", "--base-dir", str(ROOT / "dist" / "stage"))
     assert unchanged.returncode == 0, unchanged.stderr
     assert "no changes" in unchanged.stdout
 
     env_dir = grown_env_dir(tmp_path)
-    grown = run_plan("--env", "prod", "--env-dir", str(env_dir), "--base-dir", str(ROOT / "dist" / "prod"))
+    grown = run_plan("--env", "stage", "--env-dir", str(env_dir), "--base-dir", str(ROOT / "dist" / "stage"))
     assert grown.returncode == 3, grown.stdout + grown.stderr
-    assert "kubectl -n vibearena-prod patch pvc data-postgres-0" in grown.stdout
+    assert "kubectl -n vibearena-stage patch pvc data-postgres-0" in grown.stdout
 
-    acked = run_plan("--env", "prod", "--env-dir", str(env_dir), "--base-dir", str(ROOT / "dist" / "prod"),
+    acked = run_plan("--env", "stage", "--env-dir", str(env_dir), "--base-dir", str(ROOT / "dist" / "stage"),
                      "--ack", "StatefulSet/postgres: growing the volume per the runbook", "--format", "markdown")
     assert acked.returncode == 0, acked.stdout + acked.stderr
     assert "| growing the volume per the runbook |" in acked.stdout
@@ -400,9 +400,9 @@ def test_cli_exit_codes_for_an_unchanged_grown_and_acknowledged_render(tmp_path:
 def test_cli_reads_acknowledgements_from_the_profile(tmp_path: Path) -> None:
     env_dir = grown_env_dir(tmp_path, "plan:\n  acknowledge:\n    - {object: StatefulSet/postgres, risk: rejected,"
                                       " reason: grow per runbook}\n")
-    result = run_plan("--env", "prod", "--env-dir", str(env_dir), "--base-dir", str(ROOT / "dist" / "prod"))
+    result = run_plan("--env", "stage", "--env-dir", str(env_dir), "--base-dir", str(ROOT / "dist" / "stage"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "acknowledged (env/prod.yaml): grow per runbook" in result.stdout
+    assert "acknowledged (env/stage.yaml): grow per runbook" in result.stdout
 
 
 @pytest.mark.parametrize(("ack", "key", "message"), [
@@ -524,16 +524,16 @@ def as_live(obj: Obj, number: int) -> Obj:
 
 def live_fixture(objects: list[Obj]) -> Obj:
     items = [as_live(o, i) for i, o in enumerate(objects)]
-    instance = {"app.kubernetes.io/instance": "vibearena-prod", "app.kubernetes.io/name": "postgres",
+    instance = {"app.kubernetes.io/instance": "vibearena-stage", "app.kubernetes.io/name": "postgres",
                 "app.kubernetes.io/component": "database"}
     # A claim the postgres StatefulSet made, and a Job a CronJob made: not in the render, not pruned.
     items.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                  "metadata": {"name": "data-postgres-0", "namespace": "vibearena-prod", "labels": instance},
+                  "metadata": {"name": "data-postgres-0", "namespace": "vibearena-stage", "labels": instance},
                   "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}},
                            "storageClassName": "standard", "volumeMode": "Filesystem", "volumeName": "pvc-1"},
                   "status": {"phase": "Bound", "capacity": {"storage": "10Gi"}}})
     items.append({"apiVersion": "batch/v1", "kind": "Job",
-                  "metadata": {"name": "postgres-backup-29380000", "namespace": "vibearena-prod",
+                  "metadata": {"name": "postgres-backup-29380000", "namespace": "vibearena-stage",
                                "labels": {**instance, "app.kubernetes.io/component": "backup"},
                                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob",
                                                     "name": "postgres-backup", "uid": "x"}]},
@@ -559,26 +559,26 @@ def fake_kubectl(tmp_path: Path, fixture: Obj) -> tuple[dict[str, str], Path]:
 
 
 @pytest.mark.slow
-def test_live_objects_with_server_fields_plan_no_change(tmp_path: Path, prod_render: list[Obj]) -> None:
-    path_env, log = fake_kubectl(tmp_path, live_fixture(prod_render))
-    result = run_plan("--env", "prod", "--context", "prod-admin", env=path_env)
+def test_live_objects_with_server_fields_plan_no_change(tmp_path: Path, stage_render: list[Obj]) -> None:
+    path_env, log = fake_kubectl(tmp_path, live_fixture(stage_render))
+    result = run_plan("--env", "stage", "--context", "prod-admin", env=path_env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no changes" in result.stdout
     calls = log.read_text().splitlines()
-    assert "--context prod-admin get statefulset.apps -o yaml -n vibearena-prod" in calls
-    assert "--context prod-admin get persistentvolumeclaim -o yaml -n vibearena-prod" in calls
+    assert "--context prod-admin get statefulset.apps -o yaml -n vibearena-stage" in calls
+    assert "--context prod-admin get persistentvolumeclaim -o yaml -n vibearena-stage" in calls
     assert "--context prod-admin get namespace -o yaml" in calls
 
 
 @pytest.mark.slow
 def test_live_objects_show_a_rejected_volume_change_and_a_pruned_claim(tmp_path: Path,
-                                                                      prod_render: list[Obj]) -> None:
-    fixture = live_fixture(prod_render)
+                                                                      stage_render: list[Obj]) -> None:
+    fixture = live_fixture(stage_render)
     fixture["items"].append(as_live(pvc("uploads") | {"metadata": {
-        "name": "uploads", "namespace": "vibearena-prod",
-        "labels": {"app.kubernetes.io/instance": "vibearena-prod"}}}, 900))
+        "name": "uploads", "namespace": "vibearena-stage",
+        "labels": {"app.kubernetes.io/instance": "vibearena-stage"}}}, 900))
     path_env, _log = fake_kubectl(tmp_path, fixture)
-    result = run_plan("--env", "prod", "--env-dir", str(grown_env_dir(tmp_path)), "--context", "prod-admin",
+    result = run_plan("--env", "stage", "--env-dir", str(grown_env_dir(tmp_path)), "--context", "prod-admin",
                       env=path_env)
     assert result.returncode == 3, result.stdout + result.stderr
     above = [line for line in result.stdout.splitlines() if line.startswith("  ") and ": " in line
