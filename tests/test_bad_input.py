@@ -105,6 +105,8 @@ def with_values(*changes: tuple[tuple[str | int, ...], Any]) -> str:
         node: Any = data
         for depth, (part, following) in enumerate(itertools.pairwise(path)):
             if isinstance(part, int):
+                if len(node) <= part:  # an empty list in the base: add the model's sample item
+                    node.append(json.loads(json.dumps(DEFAULTS[path[:depth + 1]])))
                 node = node[part]
                 continue
             if part not in node or not isinstance(node[part], (dict, list)):
@@ -143,8 +145,18 @@ def value_case(case_id: str, key: str, value: Any, words: str, *, blame: str = "
 
 # --- keys of each kind, found by walking the model ----------------------------
 
+# A valid instance of each mapping kind whose model default is empty (None or
+# an empty list), so cases can reach the keys inside it. A new kind without a
+# default fails collection here until it gets a sample.
+SAMPLES: dict[str, dict[str, Any]] = {
+    "EmailReceiver": {"to": "ops@example.com", "sender": "alerts@example.com", "smarthost": "smtp.example.com:587"},
+    "Toleration": {"key": "dedicated", "operator": "Equal", "value": "batch", "effect": "NoSchedule"},
+}
+
+
 def walk(tp: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], Any, Any]]:
-    """(path, type, default) for every leaf key of `tp`; lists of mappings use item 0."""
+    """(path, type, default) for every key of `tp`, mappings included; a list
+    of mappings is walked through its item 0 (the default's, or a sample)."""
     hints = get_type_hints(tp)
     for field in dataclasses.fields(tp):
         if not field.init:
@@ -160,16 +172,23 @@ def walk(tp: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str 
                 default = None
         here = (*path, field.name)
         if dataclasses.is_dataclass(hint):
+            if default is None and hint.__name__ in SAMPLES:
+                default = SAMPLES[hint.__name__]
             yield here, hint, default
             yield from walk(hint, here)
         elif get_origin(hint) is tuple and dataclasses.is_dataclass(get_args(hint)[0]):
-            yield from walk(get_args(hint)[0], (*here, 0))
+            item = get_args(hint)[0]
+            items = plain(default) or [SAMPLES[item.__name__]]
+            yield here, list, items
+            yield (*here, 0), item, items[0]
+            yield from walk(item, (*here, 0))
         else:
             yield here, hint, default
 
 
-LEAVES = list(walk(Profile))
-DEFAULTS = {path: plain(default) for path, hint, default in LEAVES if dataclasses.is_dataclass(hint)}
+LEAVES = [leaf for leaf in walk(Profile) if leaf[1] is not list]
+DEFAULTS = {path: plain(default) for path, hint, default in walk(Profile)
+            if (dataclasses.is_dataclass(hint) or hint is list) and default is not None}
 # Only keys the base profile can hold without other keys changing meaning.
 SKIP = {("api", "image", "tag")}  # dev's api image tag "dev" is valid; covered by hand-written cases
 
