@@ -256,7 +256,7 @@ def duration(minimum_ms: int = 1, units: str = "") -> Check:
     def rule(value: str) -> None:
         if units and not re.fullmatch(rf"[0-9]+(?:{units})", value):
             allowed = ", ".join(units.split("|"))
-            raise ValueError(f"must be a whole number with one unit of {allowed} (got {show(value)})")
+            raise ValueError(f"must be a duration: a whole number with one unit of {allowed} (got {show(value)})")
         if duration_ms(value) < minimum_ms:
             raise ValueError(f"must be at least {_ms(minimum_ms)} (got {show(value)})")
     return rule
