@@ -151,6 +151,7 @@ def value_case(case_id: str, key: str, value: Any, words: str, *, blame: str = "
 SAMPLES: dict[str, dict[str, Any]] = {
     "EmailReceiver": {"to": "ops@example.com", "sender": "alerts@example.com", "smarthost": "smtp.example.com:587"},
     "Toleration": {"key": "dedicated", "operator": "Equal", "value": "batch", "effect": "NoSchedule"},
+    "PlanAcknowledgement": {"object": "StatefulSet/postgres", "risk": "downtime", "reason": "planned maintenance"},
 }
 
 
