@@ -93,8 +93,9 @@ def test_tier_rules_follow_the_tier_not_the_name(capsys, env_dir, tmp_path):
 
 def test_a_file_named_prod_gets_no_prod_rules_in_the_dev_tier(capsys, env_dir, tmp_path):
     text = (env_dir / "prod.yaml").read_text().replace("tier: prod", "tier: dev")
-    assert "\nedge:\n  tls:\n" in text
-    write(env_dir, "prod", text.replace("\nedge:\n  tls:\n", "\nedge:\n  tls:\n    mode: local-ca\n", 1))
+    assert "\n  tls:\n    acme_email:" in text
+    local_ca = text.replace("\n  tls:\n    acme_email:", "\n  tls:\n    mode: local-ca\n    acme_email:", 1)
+    write(env_dir, "prod", local_ca)
     code, errors = run(capsys, "--env-dir", str(env_dir), "--out", str(tmp_path / "d"), "--env", "prod")
     assert code == 0, errors
 
