@@ -5,7 +5,9 @@ All profiles are loaded and rendered in memory before anything is written,
 and each dist/<env> is swapped in as a whole, so a bad profile or a failed
 run leaves the last good output untouched.
 
-Exit codes: 0 rendered, 2 bad input (profile, env name, arguments), 1 bug.
+Exit codes: 0 rendered; 2 bad input (profile, env name, arguments, output
+directory): stderr is exactly one line `error: <file>: <key.path>: <what is
+wrong> (got <value>)` and nothing was written; 1 a bug (with a traceback).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -42,8 +44,16 @@ class BadInputError(Exception):
     """Input the user must fix; the message names the file and key."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse prints usage and the error on two lines and exits; this makes
+    a wrong argument one line like every other input error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise BadInputError(f"arguments: {message} (see main.py --help)")
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="main.py", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="main.py", description=__doc__.splitlines()[0])
     parser.add_argument("--env", action="append", dest="envs", metavar="NAME",
                         help="render only this env (repeatable); default: every env/*.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "dist", help="output directory (default dist/)")
@@ -213,28 +223,60 @@ def write_atomically(out: Path, env: str, files: dict[str, str]) -> Path:
         raise
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    sys.path.insert(0, str(ROOT))
-    from charts.config import known_envs
-
-    env_dir: Path = args.env_dir
-    names = args.envs or known_envs(env_dir)
+def check_output_dir(out: Path, env_dir: Path, names: list[str]) -> None:
+    """Refuse an --out that cannot take the rendered dirs, before any work."""
     try:
+        target = out.resolve()
+        profiles = env_dir.resolve()
+    except (OSError, RuntimeError) as err:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise BadInputError(f"{out}: --out cannot be resolved ({err})") from None
+    if target == Path(target.anchor):
+        raise BadInputError(f"{out}: --out must not be the file system root")
+    for name in names:
+        if profiles == target / name or (target / name) in profiles.parents:
+            raise BadInputError(f"{out}: --out would overwrite the profile directory {env_dir} with {name}/")
+    existing = target
+    while not existing.exists():
+        if existing.is_symlink():
+            raise BadInputError(f"{out}: --out is a symbolic link to nothing")
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == target else f"is under {existing}, which is a file"
+        raise BadInputError(f"{out}: --out {what}, not a directory")
+    try:
+        # The real test of writability (as root, permission bits say little).
+        Path(tempfile.mkdtemp(prefix=".write-test-", dir=existing)).rmdir()
+    except OSError as err:
+        raise BadInputError(f"{out}: --out is not writable ({err.strerror})") from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(ROOT))
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        from charts.config import known_envs
+
+        env_dir: Path = args.env_dir
+        if not env_dir.is_dir():
+            raise BadInputError(f"{env_dir}: --env-dir is not a directory")
+        # --env twice names one env: render it once.
+        names = list(dict.fromkeys(args.envs)) if args.envs else known_envs(env_dir)
         if args.preview is not None:
             if args.envs:
                 raise BadInputError("--preview renders one preview only; drop --env")
+            check_output_dir(args.out, env_dir, [PREVIEWS_DIR])
             rendered = render_preview(env_dir, args.preview, args.image_tag)
         elif args.image_tag is not None:
             raise BadInputError("--image-tag is for --preview only; set api.image.tag in the profile")
         elif not names:
             raise BadInputError(f"{env_dir}: no profiles (*.yaml) found")
         else:
+            check_output_dir(args.out, env_dir, [*names, ARGOCD_DIR])
             # dist/argocd derives from every profile, so only a full render updates it.
             rendered = render(env_dir, names, with_argocd=not args.envs)
     except BadInputError as err:
+        # One line; exit 2 also means nothing was written (dist/ keeps its content).
         print(f"error: {err}", file=sys.stderr)
-        print("error: nothing was written; dist/ keeps its previous content", file=sys.stderr)
         return 2
 
     for env, result in rendered.items():

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from constructs import Construct
 
+from charts.config import GUNICORN_GRACEFUL_TIMEOUT_SECONDS as GRACEFUL_TIMEOUT_SECONDS
 from charts.config import ApiConfig
 from charts.labels import number, quantity
 from charts.scaling import cpu_hpa
@@ -17,8 +18,6 @@ if TYPE_CHECKING:
     from charts.stack import Stack
 
 HTTP_PORT = 8000
-# gunicorn's graceful timeout (app/gunicorn.conf.py reads it from the env).
-GRACEFUL_TIMEOUT_SECONDS = 25
 SOURCE_CLAIM = "app-source"
 
 
@@ -27,11 +26,6 @@ class Api(Construct):
                  app_env: Sequence[k8s.EnvVar], volumes: Sequence[k8s.Volume] = (),
                  mounts: Sequence[k8s.VolumeMount] = ()) -> None:
         super().__init__(scope, id)
-        if config.termination_grace_seconds < config.drain_seconds + GRACEFUL_TIMEOUT_SECONDS + 5:
-            raise ValueError(
-                f"api.termination_grace_seconds ({config.termination_grace_seconds}) must cover "
-                f"drain_seconds ({config.drain_seconds}) + gunicorn graceful timeout "
-                f"({GRACEFUL_TIMEOUT_SECONDS}) + 5")
         command = (["python", "manage.py", "runserver", f"0.0.0.0:{HTTP_PORT}"] if config.dev_reload
                    else ["gunicorn", "--config", "gunicorn.conf.py", "config.wsgi"])
         # gunicorn.conf.py reads these; the dev server does not.

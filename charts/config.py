@@ -9,6 +9,7 @@ name and the key path; cross-field and per-environment rules live in
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
@@ -17,10 +18,9 @@ from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-import yaml
-
 from charts.schema import (
     ConfigError,
+    InvalidKeyError,
     at_least,
     between,
     build,
@@ -29,13 +29,41 @@ from charts.schema import (
     dns_name,
     matches,
     non_empty,
-    parse_quantity,
-    positive_quantity,
+    quantity_value,
+    show,
 )
+from charts.validators import (
+    MiB,
+    bytes_quantity,
+    celery_queue,
+    cidr_block,
+    cpu_quantity,
+    cron,
+    duration,
+    each,
+    email,
+    git_revision,
+    git_url,
+    host_port,
+    iana_time_zone,
+    image_repository,
+    image_tag,
+    label_key,
+    label_map,
+    label_value,
+    optional,
+    public_host,
+    s3_bucket,
+    s3_region,
+    secret_path,
+    url,
+)
+from charts.yamlsafe import YamlReadError, read_yaml_mapping
 
-RATE_PATTERN = r"[1-9][0-9]*r/[sm]"
-EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[a-z]{2,}")
-SIZE_PATTERN = r"[1-9][0-9]*[kmg]?"
+# Digits are capped so a value never overflows what nginx or Traefik parse.
+RATE_PATTERN = r"[1-9][0-9]{0,5}r/[sm]"
+SIZE_PATTERN = r"[1-9][0-9]{0,5}[kmg]?"
+memory_amount = bytes_quantity(MiB, "memory")
 
 
 def frozen_map(**items: str) -> Mapping[str, str]:
@@ -46,14 +74,25 @@ def _raise(message: str) -> None:
     raise ValueError(message)
 
 
+def unique(values: tuple[str, ...]) -> None:
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"lists {show(repeated[0])} more than once")
+
+
+def ratio(value: float) -> None:
+    if not 0 < value < 1:
+        raise ValueError(f"must be between 0 and 1, exclusive (got {show(value)})")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Image:
-    repository: str = check(non_empty)
-    tag: str = check(matches(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|sha256:[a-f0-9]{64}",
-                             "must be an image tag or sha256:<digest>"), default="")
+    repository: str = check(image_repository)
+    # Required: an image without a tag renders as `repo:`, which no runtime pulls.
+    tag: str = check(image_tag)
     # The source commit a digest-pinned image was built from (cd.yml records it).
-    revision: str | None = check(lambda v: None if v is None or re.fullmatch(r"[0-9a-f]{40}", v)
-                                 else _raise(f"must be a 40-character commit id (got {v!r})"), default=None)
+    revision: str | None = check(optional(matches(r"[0-9a-f]{40}", "must be a 40-character commit id")),
+                                 default=None)
 
     @property
     def ref(self) -> str:
@@ -73,16 +112,17 @@ class Image:
 class Resources:
     """Requests and limits of one container. Limits are always set."""
 
-    cpu: str = check(positive_quantity)
-    memory: str = check(positive_quantity)
-    cpu_limit: str = check(positive_quantity)
-    memory_limit: str = check(positive_quantity)
+    cpu: str = check(cpu_quantity)
+    memory: str = check(memory_amount)
+    cpu_limit: str = check(cpu_quantity)
+    memory_limit: str = check(memory_amount)
 
     def __post_init__(self) -> None:
-        if parse_quantity(self.cpu_limit) < parse_quantity(self.cpu):
-            raise ValueError(f"cpu_limit {self.cpu_limit} is below the request {self.cpu}")
-        if parse_quantity(self.memory_limit) < parse_quantity(self.memory):
-            raise ValueError(f"memory_limit {self.memory_limit} is below the request {self.memory}")
+        if quantity_value(self.cpu_limit) < quantity_value(self.cpu):
+            raise InvalidKeyError("cpu_limit", f"is below the request cpu {self.cpu} (got {show(self.cpu_limit)})")
+        if quantity_value(self.memory_limit) < quantity_value(self.memory):
+            raise InvalidKeyError("memory_limit",
+                                  f"is below the request memory {self.memory} (got {show(self.memory_limit)})")
 
 
 def resources(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> Resources:
@@ -91,9 +131,9 @@ def resources(cpu: str, memory: str, cpu_limit: str, memory_limit: str) -> Resou
 
 @dataclass(frozen=True, kw_only=True)
 class Storage:
-    size: str = check(positive_quantity, default="1Gi")
+    size: str = check(bytes_quantity(MiB, "size"), default="1Gi")
     # None keeps the cluster's default StorageClass.
-    class_name: str | None = None
+    class_name: str | None = check(optional(dns_name), default=None)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,32 +145,20 @@ class Autoscaling:
 
     def __post_init__(self) -> None:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas {self.min_replicas} exceeds max_replicas {self.max_replicas}")
+            raise InvalidKeyError("min_replicas", f"exceeds max_replicas {self.max_replicas} (got {self.min_replicas})")
 
 
-LABEL_NAME = re.compile(r"([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-                        r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
-LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
-
-
-def labels(value: Mapping[str, str]) -> None:
-    """Kubernetes label keys ([prefix/]name) and values."""
-    for key, item in value.items():
-        if not LABEL_NAME.fullmatch(key) or len(key.split("/")[0] if "/" in key else "") > 253:
-            raise ValueError(f"label key {key!r} is not a valid Kubernetes label name")
-        if not LABEL_VALUE.fullmatch(item):
-            raise ValueError(f"label value {item!r} of {key!r} is not a valid Kubernetes label value")
+# gunicorn's graceful timeout (app/gunicorn.conf.py reads GUNICORN_GRACEFUL_TIMEOUT).
+GUNICORN_GRACEFUL_TIMEOUT_SECONDS = 25
 
 
 @dataclass(frozen=True, kw_only=True)
 class Toleration:
     """One pod toleration, as in the Kubernetes API (core/v1 Toleration)."""
 
-    key: str | None = check(lambda v: None if v is None or LABEL_NAME.fullmatch(v) else
-                            _raise(f"must be a label name (got {v!r})"), default=None)
+    key: str | None = check(optional(label_key), default=None)
     operator: Literal["Equal", "Exists"] = "Equal"
-    value: str | None = check(lambda v: None if v is None or LABEL_VALUE.fullmatch(v) else
-                              _raise(f"must be a label value (got {v!r})"), default=None)
+    value: str | None = check(optional(label_value), default=None)
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     toleration_seconds: int | None = check(lambda v: None if v is None or v >= 0 else
                                            _raise(f"must be >= 0 (got {v})"), default=None)
@@ -148,7 +176,7 @@ class Toleration:
 class Placement:
     """Where a component's pods may run. Empty: anywhere the scheduler likes."""
 
-    node_selector: Mapping[str, str] = check(labels, factory=lambda: frozen_map())
+    node_selector: Mapping[str, str] = check(label_map(required=False), factory=lambda: frozen_map())
     tolerations: tuple[Toleration, ...] = ()
     priority_class_name: str | None = check(lambda v: None if v is None else dns_name(v), default=None)
     # Spread the pods across zones and nodes (topologySpreadConstraints,
@@ -182,10 +210,20 @@ class ApiConfig:
     # The superuser `make createsuperuser` creates; its password is in the Secret.
     superuser_username: str = check(matches(r"[A-Za-z0-9_.@+-]{1,150}", "must be a Django username"),
                                     default="admin")
-    superuser_email: str | None = None
+    superuser_email: str | None = check(optional(email), default=None)
     # Seconds the pod keeps serving after it is marked for deletion, so the
     # ingress controller and endpoints drop it before SIGTERM.
     drain_seconds: int = check(between(0, 60), default=10)
+
+    def __post_init__(self) -> None:
+        # The kubelet kills the pod when the grace period ends: it must cover
+        # the drain sleep, gunicorn's graceful timeout and a margin.
+        needed = self.drain_seconds + GUNICORN_GRACEFUL_TIMEOUT_SECONDS + 5
+        if self.termination_grace_seconds < needed:
+            raise InvalidKeyError("termination_grace_seconds",
+                                  f"must be at least {needed}: drain_seconds {self.drain_seconds} + gunicorn's"
+                                  f" graceful timeout {GUNICORN_GRACEFUL_TIMEOUT_SECONDS} + 5"
+                                  f" (got {self.termination_grace_seconds})")
 
 
 def unique_names(items: tuple[Any, ...], what: str) -> None:
@@ -231,8 +269,9 @@ class WorkerAutoscaling:
 class WorkerGroup:
     """One Celery worker Deployment consuming a group of queues."""
 
-    name: str = check(dns_label)
-    queues: tuple[str, ...] = ("celery",)
+    # The Deployment is worker-<name>, a label value: at most 63 characters.
+    name: str = check(dns_label, matches(r".{1,56}", "must be at most 56 characters (worker-<name> is a label)"))
+    queues: tuple[str, ...] = check(each(celery_queue), default=("celery",))
     concurrency: int = check(between(1, 64), default=2)
     replicas: int = check(at_least(0), default=1)
     autoscaling: WorkerAutoscaling = field(default_factory=WorkerAutoscaling)
@@ -253,18 +292,16 @@ class WorkerGroup:
 
     def __post_init__(self) -> None:
         if not self.queues:
-            raise ValueError("queues must name at least one queue")
-        for queue in self.queues:
-            if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,200}", queue):
-                raise ValueError(f"queues: {queue!r} is not a queue name (letters, digits, _ . : -)")
+            raise InvalidKeyError("queues", "must name at least one queue (got an empty list)")
         if self.task_soft_time_limit_seconds >= self.task_time_limit_seconds:
-            raise ValueError(f"task_soft_time_limit_seconds must be below task_time_limit_seconds "
-                             f"{self.task_time_limit_seconds} (got {self.task_soft_time_limit_seconds})")
+            raise InvalidKeyError("task_soft_time_limit_seconds",
+                                  f"must be below task_time_limit_seconds {self.task_time_limit_seconds}"
+                                  f" (got {self.task_soft_time_limit_seconds})")
         needed = self.task_time_limit_seconds + WORKER_SHUTDOWN_MARGIN_SECONDS
         if self.termination_grace_seconds < needed:
-            raise ValueError(f"termination_grace_seconds must be >= task_time_limit_seconds + "
-                             f"{WORKER_SHUTDOWN_MARGIN_SECONDS} = {needed}, or SIGTERM kills running tasks "
-                             f"(got {self.termination_grace_seconds})")
+            raise InvalidKeyError("termination_grace_seconds",
+                                  f"must be >= task_time_limit_seconds + {WORKER_SHUTDOWN_MARGIN_SECONDS} = {needed},"
+                                  f" or SIGTERM kills running tasks (got {self.termination_grace_seconds})")
 
     @property
     def smallest_replicas(self) -> int:
@@ -281,21 +318,25 @@ class WorkerConfig:
     # Where KEDA's operator runs (keda mode): its NetworkPolicy to Redis.
     keda_namespace: str = check(dns_label, default="keda")
     keda_operator_pod_labels: Mapping[str, str] = check(
-        labels, factory=lambda: frozen_map(app="keda-operator"))
+        label_map(required=True), factory=lambda: frozen_map(app="keda-operator"))
 
     def __post_init__(self) -> None:
         if not self.groups:
-            raise ValueError("groups must list at least one worker group")
+            raise InvalidKeyError("groups", "must list at least one worker group (got an empty list)")
         unique_names(self.groups, "worker group")
-        queues = [q for g in self.groups for q in g.queues]
-        if len(queues) != len(set(queues)):
-            raise ValueError("a queue may belong to one worker group only")
+        seen: dict[str, str] = {}
+        for index, group in enumerate(self.groups):
+            for queue in group.queues:
+                if queue in seen:
+                    raise InvalidKeyError(f"groups[{index}].queues",
+                                          f"queue {queue!r} is already consumed by worker group {seen[queue]!r};"
+                                          " a queue belongs to one group")
+                seen[queue] = group.name
         longest = max(g.task_time_limit_seconds for g in self.groups)
         if self.visibility_timeout_seconds <= longest:
-            raise ValueError(f"visibility_timeout_seconds must exceed the longest task_time_limit_seconds "
-                             f"{longest} (got {self.visibility_timeout_seconds})")
-        if not self.keda_operator_pod_labels:
-            raise ValueError("keda_operator_pod_labels must name at least one label")
+            raise InvalidKeyError("visibility_timeout_seconds",
+                                  f"must exceed the longest task_time_limit_seconds {longest}"
+                                  f" (got {self.visibility_timeout_seconds})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -459,6 +500,10 @@ class CnpgConfig:
             raise ValueError("operator_pod_labels must name at least one label")
 
 
+POSTGRES_MIN_MEMORY = 128 * MiB
+REDIS_MIN_MAXMEMORY = 16 * MiB
+
+
 @dataclass(frozen=True, kw_only=True)
 class PostgresConfig:
     # statefulset: one Postgres pod in the namespace (dev); cnpg: a
@@ -501,6 +546,19 @@ class PostgresConfig:
         names = [self.user, self.superuser, self.backup_user, self.monitor_user]
         if len(set(names)) != len(names):
             raise ValueError(f"user, superuser, backup_user and monitor_user must differ (got {', '.join(names)})")
+        if self.mode == "external":
+            return  # resources and settings are the provider's
+        # charts/data.py postgres_settings derives shared_buffers (1/4 of the
+        # limit, at least 16MB) and work_mem (that quarter shared by every
+        # connection, at least 1MB); below these bounds the floors win and
+        # the settings promise more memory than the container has.
+        limit = quantity_value(self.resources.memory_limit)
+        needed = max(POSTGRES_MIN_MEMORY, 4 * MiB * self.max_connections)
+        if limit < needed:
+            raise InvalidKeyError("resources.memory_limit",
+                            f"Postgres needs at least {needed // MiB}Mi for max_connections {self.max_connections}"
+                            f" (4Mi per connection, at least {POSTGRES_MIN_MEMORY // MiB}Mi)"
+                            f" (got {show(self.resources.memory_limit)})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -522,6 +580,14 @@ class RedisConfig:
             raise ValueError("external: required when mode is 'external' (host, cidr)")
         if self.mode != "external" and self.external is not None:
             raise ValueError(f"external: only allowed when mode is 'external' (mode is {self.mode!r})")
+        if self.mode == "external":
+            return
+        # Valkey reads `maxmemory 0` as "no limit": the derived value must be real.
+        maxmemory = quantity_value(self.resources.memory_limit) * self.maxmemory_percent // 100
+        if maxmemory < REDIS_MIN_MAXMEMORY:
+            raise InvalidKeyError("resources.memory_limit",
+                            f"gives maxmemory {int(maxmemory)} bytes at {self.maxmemory_percent}%; Valkey needs"
+                            f" at least {REDIS_MIN_MAXMEMORY // MiB}Mi (got {show(self.resources.memory_limit)})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -533,20 +599,17 @@ class ObjectStoreConfig:
     # Which S3 server the in-cluster StatefulSet runs (docs/decisions).
     server: Literal["seaweedfs", "minio"] = "seaweedfs"
     image: Image = field(default_factory=lambda: Image(repository="chrislusf/seaweedfs", tag="4.47"))
-    bucket: str = check(matches(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "must be an S3 bucket name"),
-                        default="krvibe")
+    bucket: str = check(s3_bucket, default="krvibe")
     storage: Storage = field(default_factory=lambda: Storage(size="10Gi"))
     resources: Resources = field(default_factory=lambda: resources("100m", "256Mi", "1", "1Gi"))
-    external_endpoint: str | None = check(
-        lambda v: None if v is None or re.fullmatch(r"https?://[^\s/]+(:[0-9]+)?/?", v)
-        else _raise(f"must be an http(s) URL (got {v!r})"), default=None)
-    region: str = "us-east-1"
+    external_endpoint: str | None = check(optional(url("https", "http", path=False)), default=None)
+    region: str = check(s3_region, default="us-east-1")
     # Egress to the external endpoint (NetworkPolicy ipBlock).
-    external_cidr: str = "0.0.0.0/0"
+    external_cidr: str = check(cidr_block, default="0.0.0.0/0")
 
     def __post_init__(self) -> None:
         if self.mode == "external" and not self.external_endpoint:
-            raise ValueError("external_endpoint is required when mode is 'external'")
+            raise InvalidKeyError("external_endpoint", "is required when mode is 'external' (got nothing)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -554,30 +617,24 @@ class OffsiteConfig:
     """Off-site S3 target the object-store mirror copies the app bucket to."""
 
     enabled: bool = False
-    endpoint: str = "https://s3.amazonaws.com"
-    bucket: str = "vibearena-offsite"
-    region: str = "us-east-1"
-    cidr: str = "0.0.0.0/0"
+    endpoint: str = check(url("https", "http", path=False), default="https://s3.amazonaws.com")
+    bucket: str = check(s3_bucket, default="vibearena-offsite")
+    region: str = check(s3_region, default="us-east-1")
+    cidr: str = check(cidr_block, default="0.0.0.0/0")
 
 
 @dataclass(frozen=True, kw_only=True)
 class BackupConfig:
     enabled: bool = True
     image: Image = field(default_factory=lambda: Image(repository="ghcr.io/vibearena/backup", tag="0.1.0"))
-    bucket: str = check(matches(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "must be an S3 bucket name"),
-                        default="krvibe-backups")
-    postgres_schedule: str = check(matches(r"(\S+\s+){4}\S+", "must be a 5-field cron expression"),
-                                   default="15 2 * * *")
-    mirror_schedule: str = check(matches(r"(\S+\s+){4}\S+", "must be a 5-field cron expression"),
-                                 default="45 2 * * *")
-    drill_schedule: str = check(matches(r"(\S+\s+){4}\S+", "must be a 5-field cron expression"),
-                                default="30 4 * * 0")
+    bucket: str = check(s3_bucket, default="krvibe-backups")
+    postgres_schedule: str = check(cron, default="15 2 * * *")
+    mirror_schedule: str = check(cron, default="45 2 * * *")
+    drill_schedule: str = check(cron, default="30 4 * * 0")
     # Dump retention (backup-prune), after the nightly dump.
-    prune_schedule: str = check(matches(r"(\S+\s+){4}\S+", "must be a 5-field cron expression"),
-                                default="15 4 * * *")
+    prune_schedule: str = check(cron, default="15 4 * * *")
     restore_drill: bool = True
-    time_zone: str = check(matches(r"[A-Za-z_]+(/[A-Za-z0-9_+-]+)*", "must be an IANA time zone"),
-                           default="Etc/UTC")
+    time_zone: str = check(iana_time_zone, default="Etc/UTC")
     keep_last: int = check(at_least(1), default=7)
     max_age_days: int = check(at_least(1), default=30)
     # Alert when the newest successful backup is older than this.
@@ -591,7 +648,8 @@ class LokiConfig:
     enabled: bool = False
     image: Image = field(default_factory=lambda: Image(repository="grafana/loki", tag="3.7.5"))
     alloy_image: Image = field(default_factory=lambda: Image(repository="grafana/alloy", tag="v1.19.1"))
-    retention: str = check(matches(r"[0-9]+[hd]", "must be a duration like 168h or 7d"), default="168h")
+    # Loki's compactor keeps at least 24h (docs: operations/storage/retention).
+    retention: str = check(duration(24 * 3600_000), default="168h")
     storage: Storage = field(default_factory=lambda: Storage(size="10Gi"))
     resources: Resources = field(default_factory=lambda: resources("100m", "256Mi", "1", "512Mi"))
     alloy_resources: Resources = field(default_factory=lambda: resources("20m", "64Mi", "200m", "256Mi"))
@@ -599,28 +657,27 @@ class LokiConfig:
     # NetworkPolicy needs the API server's endpoint address and port: the
     # addresses of `kubectl get endpointslices -n default -l
     # kubernetes.io/service-name=kubernetes` (kind: the control-plane node, 6443).
-    api_server_cidr: str | None = check(
-        lambda v: None if v is None or re.fullmatch(r"[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}|[0-9a-f:]+/[0-9]{1,3}", v)
-        else _raise(f"must be a CIDR like 172.18.0.2/32 (got {v!r})"), default=None)
+    api_server_cidr: str | None = check(optional(cidr_block), default=None)
     api_server_port: int = check(between(1, 65535), default=443)
 
     def __post_init__(self) -> None:
         if self.enabled and not self.api_server_cidr:
-            raise ValueError("api_server_cidr is required when enabled (Alloy reads pod logs through the API server)")
+            raise InvalidKeyError("api_server_cidr", "is required when enabled (Alloy reads pod logs through the API"
+                                                     " server) (got nothing)")
 
 
 Severity = Literal["critical", "warning"]
-DURATION = r"[1-9][0-9]*(s|m|h)"
 
 
 @dataclass(frozen=True, kw_only=True)
 class EmailReceiver:
     """Mail through an SMTP relay; the password is the Secret's ALERTMANAGER_SMTP_PASSWORD."""
 
-    to: str = check(lambda v: None if EMAIL.fullmatch(v) else _raise(f"must be an email address (got {v!r})"))
-    sender: str = check(lambda v: None if EMAIL.fullmatch(v) else _raise(f"must be an email address (got {v!r})"))
-    smarthost: str = check(matches(r"[a-z0-9.-]+:[0-9]{1,5}", "must be host:port of the SMTP relay"))
-    auth_username: str | None = None
+    to: str = check(email)
+    sender: str = check(email)
+    smarthost: str = check(host_port)
+    auth_username: str | None = check(optional(matches(r"[!-~]{1,256}", "must be a user name without spaces")),
+                                      default=None)
     require_tls: bool = True
     severities: tuple[Severity, ...] = ("critical",)
 
@@ -650,8 +707,8 @@ class AlertmanagerConfig:
     # existing: DNS name resolving to the Alertmanager pods (a headless Service).
     dns_name: str = check(dns_name, default="alertmanager-operated.monitoring.svc.cluster.local")
     namespace: str = check(dns_label, default="monitoring")
-    pod_labels: Mapping[str, str] = field(
-        default_factory=lambda: frozen_map(**{"app.kubernetes.io/name": "alertmanager"}))
+    pod_labels: Mapping[str, str] = check(label_map(required=True), factory=lambda: frozen_map(
+        **{"app.kubernetes.io/name": "alertmanager"}))
     port: int = check(between(1, 65535), default=9093)
     # bundled:
     image: Image = field(default_factory=lambda: Image(repository="quay.io/prometheus/alertmanager", tag="v0.34.0"))
@@ -663,19 +720,19 @@ class AlertmanagerConfig:
     # The always-firing Watchdog alert goes to an external dead man's switch
     # (ALERTMANAGER_HEARTBEAT_URL), which pages when the pings stop.
     heartbeat: bool = False
-    heartbeat_interval: str = check(matches(DURATION, "must be a duration like 1m"), default="1m")
+    heartbeat_interval: str = check(duration(1000, units="s|m|h"), default="1m")
     group_by: tuple[str, ...] = ("namespace", "alertname")
-    group_wait: str = check(matches(DURATION, "must be a duration like 30s"), default="30s")
-    group_interval: str = check(matches(DURATION, "must be a duration like 5m"), default="5m")
-    critical_repeat_interval: str = check(matches(DURATION, "must be a duration like 1h"), default="1h")
-    warning_repeat_interval: str = check(matches(DURATION, "must be a duration like 12h"), default="12h")
+    group_wait: str = check(duration(1000, units="s|m|h"), default="30s")
+    group_interval: str = check(duration(1000, units="s|m|h"), default="5m")
+    critical_repeat_interval: str = check(duration(1000, units="s|m|h"), default="1h")
+    warning_repeat_interval: str = check(duration(1000, units="s|m|h"), default="12h")
 
     def __post_init__(self) -> None:
         if not self.group_by:
-            raise ValueError("group_by must name at least one label")
-        for label in self.group_by:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*|\.\.\.", label):
-                raise ValueError(f"group_by: {label!r} is not a label name")
+            raise InvalidKeyError("group_by", "must name at least one label (got an empty list)")
+        for index, label in enumerate(self.group_by):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}|\.\.\.", label):
+                raise InvalidKeyError(f"group_by[{index}]", f"must be a Prometheus label name (got {show(label)})")
 
     def destinations(self, severity: Severity) -> list[str]:
         """The receivers configured for one severity (bundled mode)."""
@@ -696,7 +753,7 @@ class MonitoringConfig:
     grafana_image: Image = field(default_factory=lambda: Image(repository="grafana/grafana", tag="13.1.3"))
     celery_exporter_image: Image = field(default_factory=lambda: Image(repository="danihodovic/celery-exporter",
                                                                        tag="0.11.1"))
-    retention: str = check(matches(r"[0-9]+[hdwy]", "must be a duration like 15d"), default="15d")
+    retention: str = check(duration(3600_000), default="15d")
     storage: Storage = field(default_factory=lambda: Storage(size="20Gi"))
     prometheus_resources: Resources = field(default_factory=lambda: resources("200m", "512Mi", "1", "1Gi"))
     grafana_resources: Resources = field(default_factory=lambda: resources("50m", "128Mi", "500m", "256Mi"))
@@ -704,63 +761,75 @@ class MonitoringConfig:
     # The Celery exporter is Python and keeps recent task state in memory.
     celery_exporter_resources: Resources = field(default_factory=lambda: resources("20m", "64Mi", "200m", "192Mi"))
     # Labels an operator-managed Prometheus selects monitors and rules by.
-    operator_labels: Mapping[str, str] = field(default_factory=lambda: frozen_map(release="kube-prometheus-stack"))
+    operator_labels: Mapping[str, str] = check(label_map(required=False),
+                                               factory=lambda: frozen_map(release="kube-prometheus-stack"))
     # Where the ingress controller exposes metrics (scraped when set).
-    ingress_metrics_port: int | None = check(lambda v: None if v is None or 0 < v < 65536 else
-                                             _raise(f"must be a port number (got {v})"), default=9113)
+    ingress_metrics_port: int | None = check(optional(between(1, 65535)), default=9113)
     loki: LokiConfig = field(default_factory=LokiConfig)
     alertmanager: AlertmanagerConfig = field(default_factory=AlertmanagerConfig)
-    scrape_interval: str = check(matches(r"[1-9][0-9]*[sm]", "must be a duration like 30s or 1m"), default="30s")
+    scrape_interval: str = check(duration(1000, units="s|m"), matches(r"[0-9]{1,4}[sm]", "must be at most 9999s"),
+                                 default="30s")
     # The ingress controller's metrics Service (a DNS name, e.g.
     # nginx-ingress-prometheus-service.nginx-ingress.svc): Prometheus finds its
     # pods by DNS, without cluster RBAC. Scraped when this and the port are set.
-    ingress_metrics_service: str | None = check(lambda v: None if v is None else dns_name(v), default=None)
+    ingress_metrics_service: str | None = check(optional(dns_name), default=None)
     # cert-manager's metrics Service (e.g. cert-manager.cert-manager.svc); the
     # certificate-expiry alert exists only when it is scraped.
-    cert_manager_metrics_service: str | None = check(lambda v: None if v is None else dns_name(v), default=None)
+    cert_manager_metrics_service: str | None = check(optional(dns_name), default=None)
     # kube-state-metrics' Service (e.g. kube-state-metrics.kube-system.svc):
     # the pod-restart alert exists only when it is scraped.
-    kube_state_metrics_service: str | None = check(lambda v: None if v is None else dns_name(v), default=None)
+    kube_state_metrics_service: str | None = check(optional(dns_name), default=None)
     kube_state_metrics_port: int = check(between(1, 65535), default=8080)
     kube_state_metrics_namespace: str = check(dns_label, default="kube-system")
-    kube_state_metrics_pod_labels: Mapping[str, str] = field(default_factory=lambda: frozen_map(**{
-        "app.kubernetes.io/name": "kube-state-metrics"}))
+    kube_state_metrics_pod_labels: Mapping[str, str] = check(label_map(required=True), factory=lambda: frozen_map(
+        **{"app.kubernetes.io/name": "kube-state-metrics"}))
     restarts_in_30m: int = check(at_least(1), default=3)
     cert_manager_namespace: str = check(dns_label, default="cert-manager")
-    cert_manager_pod_labels: Mapping[str, str] = field(default_factory=lambda: frozen_map(**{
+    cert_manager_pod_labels: Mapping[str, str] = check(label_map(required=True), factory=lambda: frozen_map(**{
         "app.kubernetes.io/name": "cert-manager", "app.kubernetes.io/component": "controller"}))
     # Operator mode: where the operator's Prometheus pods run (the NetworkPolicy
     # admits their scrapes), and the labels its Grafana's dashboard sidecar
     # picks dashboard ConfigMaps by (kube-prometheus-stack defaults).
     operator_prometheus_namespace: str = check(dns_label, default="monitoring")
-    operator_prometheus_pod_labels: Mapping[str, str] = field(
-        default_factory=lambda: frozen_map(**{"app.kubernetes.io/name": "prometheus"}))
-    operator_dashboard_labels: Mapping[str, str] = field(default_factory=lambda: frozen_map(grafana_dashboard="1"))
+    operator_prometheus_pod_labels: Mapping[str, str] = check(label_map(required=True), factory=lambda: frozen_map(
+        **{"app.kubernetes.io/name": "prometheus"}))
+    operator_dashboard_labels: Mapping[str, str] = check(label_map(required=False),
+                                                         factory=lambda: frozen_map(grafana_dashboard="1"))
     # Alert thresholds.
-    api_error_ratio: float = check(lambda v: None if 0 < v < 1 else _raise(f"must be between 0 and 1 (got {v})"),
-                                   default=0.05)
-    api_latency_p95_seconds: float = check(lambda v: None if v > 0 else _raise(f"must be > 0 (got {v})"),
+    api_error_ratio: float = check(ratio, default=0.05)
+    api_latency_p95_seconds: float = check(lambda v: None if 0.001 <= v <= 3600 else
+                                           _raise(f"must be between 0.001 and 3600 seconds (got {show(v)})"),
                                            default=1.0)
     queue_backlog: int = check(at_least(1), default=100)
-    task_failure_ratio: float = check(lambda v: None if 0 < v < 1 else _raise(f"must be between 0 and 1 (got {v})"),
-                                      default=0.1)
+    task_failure_ratio: float = check(ratio, default=0.1)
     # Alert when the databases reach this share of the Postgres volume.
-    database_volume_ratio: float = check(lambda v: None if 0 < v < 1 else
-                                         _raise(f"must be between 0 and 1 (got {v})"), default=0.8)
+    database_volume_ratio: float = check(ratio, default=0.8)
     # The beat-scheduled task whose successes prove beat, broker and a worker
     # run (the app's CELERY_BEAT_SCHEDULE), and how long its absence is tolerated.
     beat_heartbeat_task: str = check(matches(r"[A-Za-z_][A-Za-z0-9_.]*", "must be a dotted task name"),
                                      default="core.tasks.record_heartbeat")
-    beat_heartbeat_max_age: str = check(matches(r"[1-9][0-9]*m", "must be minutes like 10m"), default="10m")
+    # Beat sends the heartbeat every minute: a shorter window always fires.
+    beat_heartbeat_max_age: str = check(duration(2 * 60_000, units="m"), default="10m")
 
     def __post_init__(self) -> None:
         if self.loki.enabled and self.mode != "bundled":
-            raise ValueError("loki.enabled needs mode 'bundled' (its Grafana is where logs are read)")
-        if not self.operator_prometheus_pod_labels:
-            raise ValueError("operator_prometheus_pod_labels must name at least one label")
+            raise InvalidKeyError("loki.enabled", "needs mode 'bundled' (its Grafana is where logs are read)"
+                                                  f" (got mode {self.mode!r})")
         if self.alertmanager.mode != "off" and self.mode != "bundled":
-            raise ValueError(f"alertmanager.mode {self.alertmanager.mode!r} needs mode 'bundled' (an operator's "
-                             f"Prometheus has its own Alertmanager) (got mode {self.mode!r})")
+            raise InvalidKeyError("alertmanager.mode", f"{self.alertmanager.mode!r} needs mode 'bundled' (an"
+                                                       " operator's Prometheus has its own Alertmanager)"
+                                                       f" (got mode {self.mode!r})")
+        if self.mode == "operator" and not self.operator_labels:
+            raise InvalidKeyError("operator_labels", "must name at least one label in mode 'operator' (the"
+                                                     " operator's Prometheus selects monitors and rules by them)")
+        if self.mode == "operator" and not self.operator_dashboard_labels:
+            raise InvalidKeyError("operator_dashboard_labels", "must name at least one label in mode 'operator'"
+                                                               " (Grafana's sidecar loads dashboards by them)")
+        # Prometheus --storage.tsdb.retention.size is 85% of the volume in MB;
+        # 0 would turn the size limit off.
+        if self.mode == "bundled" and quantity_value(self.storage.size) < 100 * MiB:
+            raise InvalidKeyError("storage.size",
+                                  f"must be at least 100Mi for Prometheus (got {show(self.storage.size)})")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -770,12 +839,11 @@ class TlsConfig:
     mode: Literal["local-ca", "acme"] = "acme"
     secret_name: str = check(dns_label, default="vibearena-tls")
     acme_server: Literal["letsencrypt-staging", "letsencrypt"] = "letsencrypt"
-    acme_email: str | None = check(lambda v: None if v is None or EMAIL.fullmatch(v) else
-                                   _raise(f"must be an email address (got {v!r})"), default=None)
+    acme_email: str | None = check(optional(email), default=None)
 
     def __post_init__(self) -> None:
         if self.mode == "acme" and not self.acme_email:
-            raise ValueError("acme_email is required when mode is 'acme'")
+            raise InvalidKeyError("acme_email", "is required when mode is 'acme' (got nothing)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -785,7 +853,7 @@ class GatewayConfig:
     enabled: bool = False
     name: str = check(dns_label, default="public")
     namespace: str = check(dns_label, default="gateway")
-    section_name: str | None = None
+    section_name: str | None = check(optional(dns_name), default=None)
 
 
 def cidr_list(value: tuple[str, ...]) -> None:
@@ -830,8 +898,8 @@ class EdgeConfig:
     tls: TlsConfig = field(default_factory=TlsConfig)
     # Where the controller's pods run, for the NetworkPolicy that admits them.
     controller_namespace: str = check(dns_label, default="nginx-ingress")
-    controller_pod_labels: Mapping[str, str] = field(
-        default_factory=lambda: frozen_map(**{"app.kubernetes.io/name": "nginx-ingress"}))
+    controller_pod_labels: Mapping[str, str] = check(label_map(required=True), factory=lambda: frozen_map(
+        **{"app.kubernetes.io/name": "nginx-ingress"}))
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
     admin: AdminAccessConfig = field(default_factory=AdminAccessConfig)
 
@@ -842,22 +910,21 @@ class EdgeConfig:
         return int(self.body_size[:-1]) * units[suffix] if suffix in units else int(self.body_size)
 
     def __post_init__(self) -> None:
-        if not self.controller_pod_labels:
-            raise ValueError("controller_pod_labels must name at least one label")
         if self.controller == "nginx-inc" and self.admin.allow_cidrs and not self.admin.subdomain:
             # internal/k8s: one Ingress per host unless master/minion
             # mergeable Ingresses, which cert-manager's in-place solver breaks.
-            raise ValueError("admin.subdomain is required with admin.allow_cidrs for controller 'nginx-inc' "
-                             "(it serves one Ingress per host)")
+            raise InvalidKeyError("admin.subdomain", "is required with admin.allow_cidrs for controller 'nginx-inc'"
+                                                     " (it serves one Ingress per host) (got nothing)")
 
 
 @dataclass(frozen=True, kw_only=True)
 class NetworkConfig:
     dns_namespace: str = check(dns_label, default="kube-system")
-    dns_pod_labels: Mapping[str, str] = field(default_factory=lambda: frozen_map(**{"k8s-app": "kube-dns"}))
+    dns_pod_labels: Mapping[str, str] = check(label_map(required=True), factory=lambda: frozen_map(
+        **{"k8s-app": "kube-dns"}))
     # DNS servers outside the kube-dns pods, e.g. NodeLocal DNSCache
     # ["169.254.20.10/32"] or GKE Cloud DNS ["169.254.169.254/32"].
-    dns_cidrs: tuple[str, ...] = ()
+    dns_cidrs: tuple[str, ...] = check(each(cidr_block), unique, default=())
     # Let the API and workers call HTTPS services on the internet (e.g. the
     # Google Analytics API with GA_SVC_JSON_BASE64). Off: nothing leaves.
     app_internet_egress: bool = False
@@ -873,13 +940,16 @@ class SecretsConfig:
     # spec.conditions[].namespaces (docs/security.md). SecretStore: lives in
     # the env's namespace, so no other namespace can use it.
     store_kind: Literal["ClusterSecretStore", "SecretStore"] = "ClusterSecretStore"
-    store: str | None = None
-    remote_key: str | None = None
-    refresh_interval: str = check(matches(r"[0-9]+[smh]", "must be a duration like 1h"), default="1h")
+    store: str | None = check(optional(dns_name), default=None)
+    remote_key: str | None = check(optional(secret_path), default=None)
+    # 0 would stop refreshing; the Secret would never follow a rotation.
+    refresh_interval: str = check(duration(1000, units="s|m|h"), default="1h")
 
     def __post_init__(self) -> None:
-        if self.provider == "external-secrets" and not (self.store and self.remote_key):
-            raise ValueError("store and remote_key are required when provider is 'external-secrets'")
+        if self.provider == "external-secrets":
+            for key in ("store", "remote_key"):
+                if not getattr(self, key):
+                    raise InvalidKeyError(key, "is required when provider is 'external-secrets' (got nothing)")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -889,7 +959,8 @@ class PlanAcknowledgement:
     object: str = check(matches(r"[A-Z][A-Za-z0-9]*/[a-z0-9][a-z0-9.-]*",
                                 "must be Kind/name, e.g. StatefulSet/postgres"))
     risk: Literal["rejected", "data-at-risk", "downtime"]
-    reason: str = check(non_empty)
+    reason: str = check(non_empty, matches(r"[^\x00-\x1f\x7f]{1,500}", "must be one line of text, at most 500"
+                                                                       " characters"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -904,14 +975,13 @@ class ArgoConfig:
     """How Argo CD syncs this env's rendered directory (dist/<env>)."""
 
     enabled: bool = True
-    repo_url: str = check(matches(r"(https://|ssh://|git@)\S+", "must be a git URL"),
-                          default="https://github.com/vibearena/infra.git")
-    target_revision: str = check(non_empty, default="main")
+    repo_url: str = check(git_url, default="https://github.com/vibearena/infra.git")
+    target_revision: str = check(git_revision, default="main")
     # Off: a person presses Sync. Stage turns it on; prod only on purpose.
     auto_sync: bool = False
     prune: bool = True
     self_heal: bool = True
-    destination_server: str = "https://kubernetes.default.svc"
+    destination_server: str = check(url("https"), default="https://kubernetes.default.svc")
     namespace: str = check(dns_label, default="argocd")
     project: str = check(dns_label, default="vibearena")
 
@@ -926,15 +996,16 @@ class PreviewConfig:
     with the pull-request generator syncs it and deletes it when the PR closes.
     """
 
-    domain: str = check(dns_name, default="preview.vibearena.example.com")
+    # pr-<number>.<domain> must stay a valid host name (253 characters).
+    domain: str = check(public_host, matches(r".{1,240}", "must be at most 240 characters"),
+                        default="preview.vibearena.example.com")
     # owner/name of the GitHub repository whose pull requests get previews.
     github_repo: str = check(matches(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}",
                                      "must be a GitHub repository as owner/name"), default="vibearena/infra")
     # Only pull requests with this label get a preview (previews cost a namespace each).
     label: str = check(matches(r"[A-Za-z0-9][A-Za-z0-9 ._:/-]{0,49}", "must be a GitHub label name"),
                        default="preview")
-    rendered_branch: str = check(matches(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,99}", "must be a git branch name"),
-                                 default="previews")
+    rendered_branch: str = check(git_revision, default="previews")
     # A Secret in the Argo CD namespace with a GitHub token (key `token`);
     # none: anonymous API calls (public repositories, low rate limit).
     token_secret: str | None = check(lambda v: None if v is None else dns_label(v), default=None)
@@ -955,8 +1026,9 @@ class Profile:
     name: str = field(default="", init=False)
     tier: Literal["dev", "stage", "prod"]
     namespace: str = check(dns_label)
-    domain: str = check(dns_name)
-    part_of: str = check(dns_label, default="vibearena")
+    domain: str = check(public_host)
+    # <part_of>-<env> is the instance label value (at most 63; env names at most 30).
+    part_of: str = check(dns_label, matches(r".{1,32}", "must be at most 32 characters"), default="vibearena")
     api: ApiConfig
     worker: WorkerConfig = field(default_factory=WorkerConfig)
     beat: BeatConfig = field(default_factory=BeatConfig)
@@ -1172,23 +1244,9 @@ def known_envs(env_dir: Path) -> list[str]:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as err:
-        raise ProfileError(path, f"cannot read file: {err.strerror}") from None
-    except UnicodeDecodeError as err:
-        raise ProfileError(path, f"cannot read file: not UTF-8 text (byte {err.start})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(err, "problem", None) or str(err)
-        raise ProfileError(path, f"malformed YAML: {where}{problem}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ProfileError(path, "top level must be a mapping of keys")
-    return data
+        return read_yaml_mapping(path)
+    except YamlReadError as err:
+        raise ProfileError(path, err.message, err.key) from None
 
 
 @dataclass(frozen=True)
@@ -1253,7 +1311,8 @@ def resolve_profile(env_dir: Path, name: str) -> ProfileSource:
         if path in chain:
             names = " -> ".join([*(p.stem for p in chain), current])
             raise ProfileError(chain[-1], f"inheritance cycle: {names}", "extends")
-        if not path.is_file() and not path.exists():
+        # lexists: a symlink loop or dangling link reaches the reader, which names it.
+        if not os.path.lexists(path):
             if chain:
                 raise ProfileError(chain[-1], f"no profile named {current!r} (expected {path})", "extends")
             known = ", ".join(known_envs(env_dir)) or "none"

@@ -274,16 +274,17 @@ BAD = [
     ("prod.yaml", "    mode: bundled", "    mode: bundled\n    slack: {enabled: true, channel: 'bad channel!'}",
      "monitoring.alertmanager.slack.channel", "Slack channel"),
     ("prod.yaml", "    mode: bundled", "    mode: bundled\n    email: {to: ops, sender: a@example.com, "
-     "smarthost: 'smtp:25'}", "monitoring.alertmanager.email.to", "email address"),
+     "smarthost: 'smtp:25'}", "monitoring.alertmanager.email.to", "e-mail address"),
     ("prod.yaml", "    mode: bundled", "    mode: bundled\n    email: {to: o@example.com, sender: a@example.com, "
      "smarthost: smtp.example.com}", "monitoring.alertmanager.email.smarthost", "host:port"),
     ("prod.yaml", "    mode: bundled", "    mode: bundled\n    group_wait: soon", "monitoring.alertmanager.group_wait",
      "duration"),
-    ("prod.yaml", "    mode: bundled", "    mode: bundled\n    group_by: ['bad-label']", "monitoring.alertmanager",
-     "not a label name"),
+    ("prod.yaml", "    mode: bundled", "    mode: bundled\n    group_by: ['bad-label']",
+     "monitoring.alertmanager.group_by[0]", "label name"),
     ("prod.yaml", "    webhook: {enabled: true}", "    webhook: {enabled: true, severities: [info]}",
      "monitoring.alertmanager.webhook.severities[0]", "must be one of"),
-    ("prod.yaml", "monitoring:\n", "monitoring:\n  mode: operator\n", "monitoring", "needs mode 'bundled'"),
+    ("prod.yaml", "monitoring:\n", "monitoring:\n  mode: operator\n", "monitoring.alertmanager.mode",
+     "needs mode 'bundled'"),
     ("prod.yaml", "monitoring:\n", "monitoring:\n  kube_state_metrics_service: 'Kube State'\n",
      "monitoring.kube_state_metrics_service", "DNS name"),
 ]

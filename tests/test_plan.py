@@ -413,10 +413,10 @@ def test_cli_reads_acknowledgements_from_the_profile(tmp_path: Path) -> None:
     ({"object": "StatefulSet/postgres", "risk": "rejected", "reason": "  "}, "plan.acknowledge[0].reason",
      "must not be empty"),
     ({"object": "StatefulSet/postgres", "risk": "rejected"}, "plan.acknowledge[0].reason",
-     "required str is missing"),
+     "is required: a string (missing)"),
     ({"object": "StatefulSet/postgres", "risk": "rejected", "reason": "x", "until": "friday"},
      "plan.acknowledge[0].until", "unknown key (allowed: object, reason, risk)"),
-    ({"object": 7, "risk": "rejected", "reason": "x"}, "plan.acknowledge[0].object", "must be Kind/name"),
+    ({"object": 7, "risk": "rejected", "reason": "x"}, "plan.acknowledge[0].object", "put it in quotes"),
 ])
 def test_a_bad_profile_acknowledgement_is_one_line_and_exit_two(tmp_path: Path, ack: Obj, key: str,
                                                                 message: str) -> None:

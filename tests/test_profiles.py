@@ -93,14 +93,16 @@ def test_tier_rules_follow_the_tier_not_the_name(capsys, env_dir, tmp_path):
 
 def test_a_file_named_prod_gets_no_prod_rules_in_the_dev_tier(capsys, env_dir, tmp_path):
     text = (env_dir / "prod.yaml").read_text().replace("tier: prod", "tier: dev")
-    write(env_dir, "prod", text + "edge:\n  tls: {mode: local-ca}\n")
+    assert "\n  tls:\n    acme_email:" in text
+    local_ca = text.replace("\n  tls:\n    acme_email:", "\n  tls:\n    mode: local-ca\n    acme_email:", 1)
+    write(env_dir, "prod", local_ca)
     code, errors = run(capsys, "--env-dir", str(env_dir), "--out", str(tmp_path / "d"), "--env", "prod")
     assert code == 0, errors
 
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("namespace: a\ndomain: a.example.com\napi: {image: {repository: x/y, tag: '1'}}\n",
-     "tier: required 'dev' | 'stage' | 'prod' is missing"),
+     "tier: is required: one of 'dev', 'stage', 'prod' (missing)"),
     ("tier: production\nnamespace: a\ndomain: a.example.com\napi: {image: {repository: x/y, tag: '1'}}\n",
      "tier: must be one of 'dev', 'stage', 'prod' (got 'production')"),
 ])
