@@ -30,6 +30,12 @@ ARGO_SYNC_HOOK = {
 ON_DEMAND = Schedule(cron="0 0 31 2 *")
 LIVENESS = ["python", "-m", "config.liveness"]
 BEAT_SCHEDULE = "/tmp/celerybeat-schedule"
+# Beat touches this file on every scheduler tick (app/config/celery.py,
+# HeartbeatScheduler), and a tick comes at least every BEAT_MAX_LOOP_SECONDS.
+BEAT_HEARTBEAT = "/tmp/celery-beat-heartbeat"
+BEAT_MAX_LOOP_SECONDS = 60
+# Three missed wakes: room for a slow broker publish inside a tick.
+BEAT_HEARTBEAT_MAX_AGE = 3 * BEAT_MAX_LOOP_SECONDS
 
 
 def release_suffix(tag: str, profile: object) -> str:
@@ -121,19 +127,19 @@ class Beat(Construct):
     def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image, config: BeatConfig,
                  app_env: Sequence[k8s.EnvVar]) -> None:
         super().__init__(scope, id)
-        # Beat saves its schedule file at least every 3 minutes (Celery's
-        # sync_every) plus at most one 5-minute loop; a file older than 15
-        # minutes means the scheduler loop is stuck.
-        schedule_fresh = Probe(command=[*LIVENESS, f"--file={BEAT_SCHEDULE}", "--max-age=900"],
-                               period_seconds=60, timeout_seconds=5, failure_threshold=3)
+        # Not the schedule file: its mtime is a storage detail (Python 3.13's
+        # dbm.sqlite3 writes to a WAL and leaves the main file alone).
+        ticking = [*LIVENESS, f"--file={BEAT_HEARTBEAT}", f"--max-age={BEAT_HEARTBEAT_MAX_AGE}"]
+        heartbeat_fresh = Probe(command=ticking, period_seconds=30, timeout_seconds=5, failure_threshold=3)
         container = Container(
             name="beat",
             image=image.ref,
             command=["celery", "--app=config", "--quiet", "beat", "--loglevel=INFO", f"--schedule={BEAT_SCHEDULE}"],
-            env=list(app_env),
-            probes=Probes(startup=Probe(command=[*LIVENESS, f"--file={BEAT_SCHEDULE}", "--max-age=900"],
-                                        period_seconds=10, failure_threshold=30),
-                          readiness=schedule_fresh, liveness=schedule_fresh),
+            env=[*app_env,
+                 k8s.EnvVar(name="CELERY_BEAT_LIVENESS_FILE", value=BEAT_HEARTBEAT),
+                 k8s.EnvVar(name="CELERY_BEAT_MAX_LOOP_INTERVAL", value=str(BEAT_MAX_LOOP_SECONDS))],
+            probes=Probes(startup=Probe(command=ticking, period_seconds=10, failure_threshold=30),
+                          readiness=heartbeat_fresh, liveness=heartbeat_fresh),
             resources=config.resources,
         )
         self.workload = StatefulSet(

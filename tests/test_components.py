@@ -85,7 +85,17 @@ def test_beat_never_runs_twice(manifests, env):
                 if h["spec"]["scaleTargetRef"]["name"] == "beat"], "nothing may scale beat"
     c = container(beat, "beat")
     assert c["command"][:4] == ["celery", "--app=config", "--quiet", "beat"]
-    assert "livenessProbe" in c
+    # Liveness reads the per-tick heartbeat beat is told to write, never the
+    # schedule store (its mtime is a dbm detail; tests/app runs the real beat).
+    variables = env_of(c)
+    heartbeat = variables["CELERY_BEAT_LIVENESS_FILE"]["value"]
+    loop = float(variables["CELERY_BEAT_MAX_LOOP_INTERVAL"]["value"])
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        command = c[probe]["exec"]["command"]
+        assert command[:3] == ["python", "-m", "config.liveness"]
+        assert f"--file={heartbeat}" in command and "celerybeat-schedule" not in " ".join(command)
+        assert f"--max-age={3 * int(loop)}" in command, "three loop intervals: Celery's default 300 s is not used"
+    assert heartbeat.startswith("/tmp/"), "the only writable path of the image"
 
 
 @pytest.mark.parametrize("env", ENVS)
