@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -272,3 +273,53 @@ def test_internet_egress_only_when_switched_on(stacks):
     assert internet == {("api", 443), ("worker-default", 443)}
     (peer,) = {c.target for c in stack.network.connections if c.target.key == "internet"}
     assert set(peer.cidr_except) == {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
+
+
+SEAWEEDFS_FLAGS = json.loads((ROOT / "tests" / "fixtures" / "seaweedfs" / "server-flags.json").read_text())["flags"]
+
+
+def weed_server_flags(command: list[str]) -> dict[str, str]:
+    """`weed [global flags] server -name[=value] ...` as Go's flag package reads it."""
+    assert command[0] == "weed" and "server" in command
+    flags = {}
+    for arg in command[command.index("server") + 1:]:
+        name, _, value = arg.lstrip("-").partition("=")
+        assert arg.startswith("-") and name in SEAWEEDFS_FLAGS, f"`weed server` has no flag {arg} (it would exit)"
+        kind = SEAWEEDFS_FLAGS[name]["type"]
+        if kind == "Bool":
+            assert value in ("", "true", "false"), arg
+            value = value or "true"
+        elif kind in ("Int", "Uint", "Int64"):
+            int(value)
+        flags[name] = value
+    return flags
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_seaweedfs_exposes_only_s3_and_metrics_and_sends_no_telemetry(manifests, stacks, env):
+    store = stacks[env].profile.object_store
+    if store.mode == "external" or store.server != "seaweedfs":
+        pytest.skip(f"{env} runs no SeaweedFS")
+    pod = one(manifests[env], "StatefulSet", "minio")
+    c = container(pod, "minio")
+    flags = weed_server_flags(c["command"])
+    # Defaults as weed/command/server.go resolves them: -ip.bind falls back to
+    # -ip (the pod's address by default), -s3.ip.bind and -metricsIp to -ip.bind;
+    # master, volume and filer listen on -ip.bind and dial each other at -ip.
+    assert SEAWEEDFS_FLAGS["master.telemetry"]["default"] == "true", "telemetry is on unless turned off"
+    assert flags["master.telemetry"] == "false"
+    ip = flags.get("ip")
+    bind = flags.get("ip.bind") or ip
+    assert ip == bind == "127.0.0.1", "master, volume, filer (HTTP and gRPC) stay inside the pod"
+    assert (flags.get("s3.ip.bind") or bind) == "0.0.0.0"
+    assert (flags.get("metricsIp") or bind) == "0.0.0.0"
+    for catalog in ("s3.port.iceberg", "s3.port.lance"):
+        assert int(flags.get(catalog, SEAWEEDFS_FLAGS[catalog]["default"])) == 0, f"{catalog} listener is on"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"s3": int(flags["s3.port"]), "metrics": int(flags["metricsPort"])}
+    # Whatever else listens (the S3 gateway's gRPC port) is closed by the policy.
+    policies = [p for p in of_kind(manifests[env], "NetworkPolicy")
+                if p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == "minio"]
+    admitted = {port["port"] for p in policies for rule in p["spec"].get("ingress", [])
+                for port in rule.get("ports", [])}
+    assert policies and admitted <= set(ports.values()), admitted
