@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from constructs import Construct
 
+from charts.api import DevSource
 from charts.config import BeatConfig, Image, WorkerGroup
 from charts.labels import number
 from charts.scaling import cpu_hpa, keda_queue_scaler
@@ -59,7 +60,8 @@ class Worker(Construct):
     """
 
     def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image, group: WorkerGroup,
-                 app_env: Sequence[k8s.EnvVar], broker_address: str, keda_authentication: str | None) -> None:
+                 app_env: Sequence[k8s.EnvVar], broker_address: str, keda_authentication: str | None,
+                 source: DevSource) -> None:
         super().__init__(scope, id)
         name = f"worker-{group.name}"
         check = Probe(command=LIVENESS, period_seconds=30, timeout_seconds=5, failure_threshold=3)
@@ -68,11 +70,12 @@ class Worker(Construct):
             image=image.ref,
             # No gossip/mingle: workers do not need each other's state, and both
             # add broker chatter and start-up delay on every restart.
-            command=["celery", "--app=config", "--quiet", "worker", "--loglevel=INFO",
-                     "--without-gossip", "--without-mingle", f"--queues={','.join(group.queues)}",
-                     f"--hostname={name}@%h",
-                     f"--concurrency={group.concurrency}", f"--prefetch-multiplier={group.prefetch_multiplier}",
-                     f"--max-tasks-per-child={group.max_tasks_per_child}"],
+            command=source.restarting([
+                "celery", "--app=config", "--quiet", "worker", "--loglevel=INFO",
+                "--without-gossip", "--without-mingle", f"--queues={','.join(group.queues)}",
+                f"--hostname={name}@%h",
+                f"--concurrency={group.concurrency}", f"--prefetch-multiplier={group.prefetch_multiplier}",
+                f"--max-tasks-per-child={group.max_tasks_per_child}"]),
             env=[*app_env,
                  k8s.EnvVar(name="CELERY_WORKER_CONCURRENCY", value=str(group.concurrency)),
                  k8s.EnvVar(name="CELERY_WORKER_PREFETCH_MULTIPLIER", value=str(group.prefetch_multiplier)),
@@ -83,13 +86,15 @@ class Worker(Construct):
             probes=Probes(startup=Probe(command=LIVENESS, period_seconds=10, failure_threshold=18),
                           readiness=check, liveness=check),
             resources=group.resources,
+            mounts=source.mounts,
         )
         # SIGTERM starts Celery's warm shutdown: no new tasks, running ones
         # finish. The grace period covers the hard time limit (profile rule).
         scaling = group.autoscaling
         self.workload = Deployment(
             self, "workload", stack=stack, name=name, component="worker", version=image.tag,
-            containers=[container], replicas=group.replicas if scaling.mode == "off" else None,
+            containers=[container], volumes=source.volumes,
+            replicas=group.replicas if scaling.mode == "off" else None,
             termination_grace_seconds=group.termination_grace_seconds,
             max_surge=1, max_unavailable=0,
             placement=group.placement, image_pull_secrets=stack.project_pull_secrets,
@@ -125,7 +130,7 @@ class Beat(Construct):
     """
 
     def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image, config: BeatConfig,
-                 app_env: Sequence[k8s.EnvVar]) -> None:
+                 app_env: Sequence[k8s.EnvVar], source: DevSource) -> None:
         super().__init__(scope, id)
         # Not the schedule file: its mtime is a storage detail (Python 3.13's
         # dbm.sqlite3 writes to a WAL and leaves the main file alone).
@@ -134,17 +139,19 @@ class Beat(Construct):
         container = Container(
             name="beat",
             image=image.ref,
-            command=["celery", "--app=config", "--quiet", "beat", "--loglevel=INFO", f"--schedule={BEAT_SCHEDULE}"],
+            command=source.restarting(
+                ["celery", "--app=config", "--quiet", "beat", "--loglevel=INFO", f"--schedule={BEAT_SCHEDULE}"]),
             env=[*app_env,
                  k8s.EnvVar(name="CELERY_BEAT_LIVENESS_FILE", value=BEAT_HEARTBEAT),
                  k8s.EnvVar(name="CELERY_BEAT_MAX_LOOP_INTERVAL", value=str(BEAT_MAX_LOOP_SECONDS))],
             probes=Probes(startup=Probe(command=ticking, period_seconds=10, failure_threshold=30),
                           readiness=heartbeat_fresh, liveness=heartbeat_fresh),
             resources=config.resources,
+            mounts=source.mounts,
         )
         self.workload = StatefulSet(
             self, "workload", stack=stack, name="beat", component="scheduler", version=image.tag,
-            containers=[container], replicas=1, termination_grace_seconds=30,
+            containers=[container], volumes=source.volumes, replicas=1, termination_grace_seconds=30,
             placement=config.placement, image_pull_secrets=stack.project_pull_secrets,
             # beat runs the app image, which changes every release: a broken
             # release must not leave beat-0 stuck on it (OrderedReady would wait
@@ -166,7 +173,7 @@ class Migration(Construct):
     """
 
     def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image,
-                 app_env: Sequence[k8s.EnvVar]) -> None:
+                 app_env: Sequence[k8s.EnvVar], source: DevSource) -> None:
         super().__init__(scope, id)
         container = Container(
             name="migrate",
@@ -174,11 +181,12 @@ class Migration(Construct):
             command=["python", "manage.py", "migrate", "--noinput"],
             env=list(app_env),
             resources=stack.profile.api.resources,
+            mounts=source.mounts,
         )
         self.job_name = f"migrate-{release_suffix(image.tag, stack.profile)}"
         self.workload = Job(
             self, "workload", stack=stack, name="migrate", component="migration", version=image.tag,
-            containers=[container], job_name=self.job_name, annotations=ARGO_SYNC_HOOK,
+            containers=[container], volumes=source.volumes, job_name=self.job_name, annotations=ARGO_SYNC_HOOK,
             image_pull_secrets=stack.project_pull_secrets,
             settings=JobSettings(backoff_limit=3, active_deadline_seconds=1800, ttl_seconds_after_finished=86400),
         )
@@ -190,7 +198,7 @@ class Superuser(Construct):
     `make createsuperuser` runs `kubectl create job --from=cronjob/createsuperuser`."""
 
     def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image,
-                 app_env: Sequence[k8s.EnvVar], username: str, email: str) -> None:
+                 app_env: Sequence[k8s.EnvVar], source: DevSource, username: str, email: str) -> None:
         super().__init__(scope, id)
         container = Container(
             name="createsuperuser",
@@ -201,10 +209,11 @@ class Superuser(Construct):
                  k8s.EnvVar(name="DJANGO_SUPERUSER_EMAIL", value=email),
                  stack.secrets.env("DJANGO_SUPERUSER_PASSWORD")],
             resources=stack.profile.api.resources,
+            mounts=source.mounts,
         )
         self.workload = CronJob(
             self, "workload", stack=stack, name="createsuperuser", component="migration", version=image.tag,
-            containers=[container], schedule=ON_DEMAND, suspend=True,
+            containers=[container], volumes=source.volumes, schedule=ON_DEMAND, suspend=True,
             image_pull_secrets=stack.project_pull_secrets,
             settings=JobSettings(backoff_limit=1, active_deadline_seconds=600, ttl_seconds_after_finished=3600),
         )

@@ -12,7 +12,7 @@ import hashlib
 import cdk8s
 from constructs import Construct
 
-from charts.api import Api
+from charts.api import Api, DevSource
 from charts.app import Beat, Migration, Superuser, Worker
 from charts.backup import EXPORTER_PORT as BACKUP_EXPORTER_PORT
 from charts.backup import Backups
@@ -95,7 +95,8 @@ class StackChart(cdk8s.Chart):
             stack.secrets.env("GA_SVC_JSON_BASE64"),
         ]
         image = profile.api.image
-        self.api = Api(self, "api", stack=stack, config=profile.api, app_env=app_env)
+        source = DevSource(self, "dev-source", stack=stack, config=profile.api)
+        self.api = Api(self, "api", stack=stack, config=profile.api, app_env=app_env, source=source)
         keda_authentication = None
         if any(group.autoscaling.mode == "keda" for group in profile.worker.groups):
             keda_authentication = RedisAuthentication(
@@ -103,11 +104,12 @@ class StackChart(cdk8s.Chart):
                 keda_namespace=profile.worker.keda_namespace,
                 keda_operator_labels=dict(profile.worker.keda_operator_pod_labels)).name
         self.workers = [Worker(self, f"worker-{group.name}", stack=stack, image=image, group=group, app_env=app_env,
-                               broker_address=self.redis.address, keda_authentication=keda_authentication)
+                               broker_address=self.redis.address, keda_authentication=keda_authentication,
+                               source=source)
                         for group in profile.worker.groups]
-        self.beat = Beat(self, "beat", stack=stack, image=image, config=profile.beat, app_env=app_env)
-        self.migration = Migration(self, "migration", stack=stack, image=image, app_env=app_env)
-        self.superuser = Superuser(self, "superuser", stack=stack, image=image, app_env=app_env,
+        self.beat = Beat(self, "beat", stack=stack, image=image, config=profile.beat, app_env=app_env, source=source)
+        self.migration = Migration(self, "migration", stack=stack, image=image, app_env=app_env, source=source)
+        self.superuser = Superuser(self, "superuser", stack=stack, image=image, app_env=app_env, source=source,
                                    username=profile.api.superuser_username,
                                    email=profile.api.superuser_email or f"{profile.api.superuser_username}@"
                                                                          f"{profile.domain}")

@@ -20,6 +20,19 @@ def env_of(c: dict) -> dict[str, dict]:
     return {var["name"]: var for var in c.get("env", [])}
 
 
+# app/config/devreload.py's command line (dev: workers and beat restart on change).
+DEV_RELOADER = ["python", "-m", "config.devreload", "--"]
+
+
+def unwrapped(command: list[str], profile) -> list[str]:
+    """The process command; in dev it must run under the reloader, elsewhere not."""
+    if profile.api.dev_reload:
+        assert command[:4] == DEV_RELOADER, command
+        return command[4:]
+    assert "config.devreload" not in command
+    return command
+
+
 @pytest.mark.parametrize("env", ENVS)
 def test_api_rollout_and_probes(manifests, env):
     api = one(manifests[env], "Deployment", "api")
@@ -75,7 +88,7 @@ def test_no_budget_blocks_a_node_drain(manifests, env):
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_beat_never_runs_twice(manifests, env):
+def test_beat_never_runs_twice(manifests, stacks, env):
     assert not [d for d in of_kind(manifests[env], "Deployment") if d["metadata"]["name"] == "beat"]
     beat = one(manifests[env], "StatefulSet", "beat")
     assert beat["spec"]["replicas"] == 1, "one pod name, beat-0: a replacement waits for the old pod to go"
@@ -85,7 +98,7 @@ def test_beat_never_runs_twice(manifests, env):
     assert not [h for h in of_kind(manifests[env], "HorizontalPodAutoscaler")
                 if h["spec"]["scaleTargetRef"]["name"] == "beat"], "nothing may scale beat"
     c = container(beat, "beat")
-    assert c["command"][:4] == ["celery", "--app=config", "--quiet", "beat"]
+    assert unwrapped(c["command"], stacks[env].profile)[:4] == ["celery", "--app=config", "--quiet", "beat"]
     # Liveness reads the per-tick heartbeat beat is told to write, never the
     # schedule store (its mtime is a dbm detail; tests/app runs the real beat).
     variables = env_of(c)
@@ -323,3 +336,32 @@ def test_seaweedfs_exposes_only_s3_and_metrics_and_sends_no_telemetry(manifests,
     admitted = {port["port"] for p in policies for rule in p["spec"].get("ingress", [])
                 for port in rule.get("ports", [])}
     assert policies and admitted <= set(ports.values()), admitted
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_dev_reload_runs_every_app_process_on_the_mounted_source(manifests, stacks, env):
+    """In dev an edited task or migration must run without an image build:
+    every process of the app image (API, workers, beat, the Jobs) mounts the
+    source claim over /app, and the long-running Celery processes restart on
+    change. Elsewhere nothing mounts it."""
+    profile = stacks[env].profile
+    app_image = profile.api.image.ref
+    kinds_seen = set()
+    for pod in pod_templates(manifests[env]):
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod.spec.get("volumes", [])
+                  if "persistentVolumeClaim" in v}
+        for c in pod.spec["containers"]:
+            if c["image"] != app_image:
+                continue
+            kinds_seen.add(pod.owner["metadata"]["name"].split("-")[0])
+            mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+            if not profile.api.dev_reload:
+                assert "/app" not in mounts and "app-source" not in claims.values(), pod.where
+                continue
+            assert claims.get(mounts["/app"]["name"]) == "app-source" and mounts["/app"]["readOnly"], pod.where
+            command = c["command"]
+            if command[:3] == ["python", "manage.py", "runserver"]:
+                continue  # Django's own reloader
+            if pod.owner["kind"] in ("Deployment", "StatefulSet"):
+                assert unwrapped(command, profile)[0] == "celery", f"{pod.where} does not restart on change"
+    assert {"api", "worker", "beat", "migrate", "createsuperuser"} <= kinds_seen, kinds_seen
