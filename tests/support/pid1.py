@@ -8,6 +8,7 @@ the same rule here without a container runtime.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -74,8 +75,6 @@ class Pid1:
 
     def kill(self) -> None:
         if self.outer.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.outer.wait(timeout=10)
