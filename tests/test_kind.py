@@ -102,6 +102,8 @@ def test_ingress_controller_on_host_ports_is_replaced_not_rolled(cluster) -> Non
     assert controller["kind"] == "deployment" and controller["hostPort"]["enable"] is True
     assert controller["replicaCount"] >= len(nodes_taking_ingress) == 1
     assert controller["strategy"] == {"type": "Recreate"}
+    # What `make up` passes to helm (kind/devenv.py adds the profile's values).
+    assert devenv().ingress_release(devenv().profile_for("dev"))[1]["controller"]["strategy"] == {"type": "Recreate"}
     # The value must be a valid apps/v1 DeploymentStrategy (strict schema).
     _, registry = schemas._registry(NEWEST)
     strategy = {"$ref": "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.api.apps.v1.DeploymentStrategy"}
