@@ -85,11 +85,13 @@ app.steps["worker"].add(LivenessHeartbeat)
 
 @signals.worker_init.connect
 @signals.worker_ready.connect
+@signals.beat_init.connect
 def freeze_loaded_objects(**_: Any) -> None:
     """Move everything loaded so far to the collector's permanent generation:
     pool children forked later share those pages instead of copying them on
     the first collection, and no process walks them again at exit, which made
-    a warm shutdown take seconds (tests/app/test_app_sigterm.py)."""
+    a warm shutdown (worker) or the exit (beat) take seconds
+    (tests/app/test_app_sigterm.py)."""
     gc.freeze()
 
 
