@@ -149,3 +149,15 @@ def test_challenge_ignore_on_the_rendered_ingress(argocd, manifests, stacks, jq)
             assert argo_normalize(live, expressions) == ingress
             checked += 1
     assert checked, "no Argo CD managed Ingress to check"
+
+
+def test_preview_applications_ignore_the_challenge_path_too(jq):
+    """The ApplicationSet's generated Applications self-heal as well."""
+    sets = of_kind(load_dir(ROOT / "dist" / "argocd"), "ApplicationSet")
+    assert sets, "dist/argocd renders the previews' ApplicationSet"
+    for application_set in sets:
+        template = {"spec": application_set["spec"]["template"]["spec"]}
+        assert "RespectIgnoreDifferences=true" in template["spec"]["syncPolicy"]["syncOptions"]
+        expressions = challenge_ignores(template)
+        live = CHALLENGE["after_edit_in_place"]
+        assert argo_normalize(live, expressions)["spec"] == CHALLENGE["before"]["spec"]
