@@ -19,12 +19,46 @@ if TYPE_CHECKING:
 
 HTTP_PORT = 8000
 SOURCE_CLAIM = "app-source"
+SOURCE_MOUNT = "/app"  # the image's WORKDIR
+# app/config/devreload.py: polls the working directory's *.py files.
+RELOADER = ("python", "-m", "config.devreload", "--")
+
+
+class DevSource(Construct):
+    """Dev only (`api.dev_reload`): the host's app/ over the image's /app in
+    every process of the app image (API, workers, beat, the Jobs), so edited
+    code and migrations run without an image build. The claim binds to the
+    PersistentVolume kind/up.sh makes from kind's extraMount (no hostPath in
+    pods). The API reloads through runserver; workers and beat through
+    config.devreload, which restarts them when a .py file changes.
+    `volumes` and `mounts` are what every app process mounts: the source here,
+    and the CA bundles of external data services (added in stack.py).
+    """
+
+    def __init__(self, scope: Construct, id: str, *, stack: Stack, config: ApiConfig) -> None:
+        super().__init__(scope, id)
+        self.enabled = config.dev_reload
+        self.volumes: list[k8s.Volume] = []
+        self.mounts: list[k8s.VolumeMount] = []
+        if not self.enabled:
+            return
+        claim = k8s.KubePersistentVolumeClaim(
+            self, "claim", metadata=stack.identity_meta(SOURCE_CLAIM, "web", config.image.tag),
+            spec=k8s.PersistentVolumeClaimSpec(
+                access_modes=["ReadOnlyMany"], storage_class_name="", volume_name=config.dev_source_volume,
+                resources=k8s.VolumeResourceRequirements(requests={"storage": quantity("1Gi")})))
+        source = k8s.PersistentVolumeClaimVolumeSource(claim_name=claim.name, read_only=True)
+        self.volumes = [k8s.Volume(name="source", persistent_volume_claim=source)]
+        self.mounts = [k8s.VolumeMount(name="source", mount_path=SOURCE_MOUNT, read_only=True)]
+
+    def restarting(self, command: Sequence[str]) -> list[str]:
+        """`command`, restarted on a source change when dev reload is on."""
+        return [*RELOADER, *command] if self.enabled else list(command)
 
 
 class Api(Construct):
     def __init__(self, scope: Construct, id: str, *, stack: Stack, config: ApiConfig,
-                 app_env: Sequence[k8s.EnvVar], volumes: Sequence[k8s.Volume] = (),
-                 mounts: Sequence[k8s.VolumeMount] = ()) -> None:
+                 app_env: Sequence[k8s.EnvVar], source: DevSource) -> None:
         super().__init__(scope, id)
         command = (["python", "manage.py", "runserver", f"0.0.0.0:{HTTP_PORT}"] if config.dev_reload
                    else ["gunicorn", "--config", "gunicorn.conf.py", "config.wsgi"])
@@ -33,17 +67,6 @@ class Api(Construct):
             k8s.EnvVar(name="GUNICORN_WORKERS", value=str(config.gunicorn_workers)),
             k8s.EnvVar(name="GUNICORN_GRACEFUL_TIMEOUT", value=str(GRACEFUL_TIMEOUT_SECONDS)),
         ]
-        if config.dev_reload:
-            # The host's app/ directory replaces the image's /app; the claim binds
-            # to the PersistentVolume kind/up.sh makes from kind's extraMount.
-            claim = k8s.KubePersistentVolumeClaim(
-                self, "source", metadata=stack.identity_meta(SOURCE_CLAIM, "web", config.image.tag),
-                spec=k8s.PersistentVolumeClaimSpec(
-                    access_modes=["ReadOnlyMany"], storage_class_name="", volume_name=config.dev_source_volume,
-                    resources=k8s.VolumeResourceRequirements(requests={"storage": quantity("1Gi")})))
-            source = k8s.PersistentVolumeClaimVolumeSource(claim_name=claim.name, read_only=True)
-            volumes = [*volumes, k8s.Volume(name="source", persistent_volume_claim=source)]
-            mounts = [*mounts, k8s.VolumeMount(name="source", mount_path="/app", read_only=True)]
         container = Container(
             name="api",
             image=config.image.ref,
@@ -57,14 +80,14 @@ class Api(Construct):
                 liveness=Probe(http_path="/healthz", port=HTTP_PORT, period_seconds=15, failure_threshold=4),
             ),
             resources=config.resources,
-            mounts=mounts,
+            mounts=source.mounts,
             pre_stop_sleep_seconds=config.drain_seconds or None,
         )
         self.workload = Deployment(
             self, "workload",
             stack=stack, name="api", component="web", version=config.image.tag or "unversioned",
             containers=[container],
-            volumes=volumes,
+            volumes=source.volumes,
             termination_grace_seconds=config.termination_grace_seconds,
             # With an HPA the replica count belongs to it; leaving it out keeps
             # kubectl apply and Argo CD from resetting the scale on each sync.

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from constructs import Construct
 
+from charts.api import DevSource
 from charts.config import BeatConfig, Image, WorkerGroup
 from charts.labels import number
 from charts.scaling import cpu_hpa, keda_queue_scaler
@@ -30,6 +31,12 @@ ARGO_SYNC_HOOK = {
 ON_DEMAND = Schedule(cron="0 0 31 2 *")
 LIVENESS = ["python", "-m", "config.liveness"]
 BEAT_SCHEDULE = "/tmp/celerybeat-schedule"
+# Beat touches this file on every scheduler tick (app/config/celery.py,
+# HeartbeatScheduler), and a tick comes at least every BEAT_MAX_LOOP_SECONDS.
+BEAT_HEARTBEAT = "/tmp/celery-beat-heartbeat"
+BEAT_MAX_LOOP_SECONDS = 60
+# Three missed wakes: room for a slow broker publish inside a tick.
+BEAT_HEARTBEAT_MAX_AGE = 3 * BEAT_MAX_LOOP_SECONDS
 
 
 def release_suffix(tag: str, profile: object) -> str:
@@ -54,7 +61,7 @@ class Worker(Construct):
 
     def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image, group: WorkerGroup,
                  app_env: Sequence[k8s.EnvVar], broker_address: str, keda_authentication: str | None,
-                 volumes: Sequence[k8s.Volume] = (), mounts: Sequence[k8s.VolumeMount] = ()) -> None:
+                 source: DevSource) -> None:
         super().__init__(scope, id)
         name = f"worker-{group.name}"
         check = Probe(command=LIVENESS, period_seconds=30, timeout_seconds=5, failure_threshold=3)
@@ -63,11 +70,12 @@ class Worker(Construct):
             image=image.ref,
             # No gossip/mingle: workers do not need each other's state, and both
             # add broker chatter and start-up delay on every restart.
-            command=["celery", "--app=config", "--quiet", "worker", "--loglevel=INFO",
-                     "--without-gossip", "--without-mingle", f"--queues={','.join(group.queues)}",
-                     f"--hostname={name}@%h",
-                     f"--concurrency={group.concurrency}", f"--prefetch-multiplier={group.prefetch_multiplier}",
-                     f"--max-tasks-per-child={group.max_tasks_per_child}"],
+            command=source.restarting([
+                "celery", "--app=config", "--quiet", "worker", "--loglevel=INFO",
+                "--without-gossip", "--without-mingle", f"--queues={','.join(group.queues)}",
+                f"--hostname={name}@%h",
+                f"--concurrency={group.concurrency}", f"--prefetch-multiplier={group.prefetch_multiplier}",
+                f"--max-tasks-per-child={group.max_tasks_per_child}"]),
             env=[*app_env,
                  k8s.EnvVar(name="CELERY_WORKER_CONCURRENCY", value=str(group.concurrency)),
                  k8s.EnvVar(name="CELERY_WORKER_PREFETCH_MULTIPLIER", value=str(group.prefetch_multiplier)),
@@ -78,15 +86,15 @@ class Worker(Construct):
             probes=Probes(startup=Probe(command=LIVENESS, period_seconds=10, failure_threshold=18),
                           readiness=check, liveness=check),
             resources=group.resources,
-            mounts=mounts,
+            mounts=source.mounts,
         )
         # SIGTERM starts Celery's warm shutdown: no new tasks, running ones
         # finish. The grace period covers the hard time limit (profile rule).
         scaling = group.autoscaling
         self.workload = Deployment(
             self, "workload", stack=stack, name=name, component="worker", version=image.tag,
-            containers=[container], replicas=group.replicas if scaling.mode == "off" else None,
-            volumes=volumes,
+            containers=[container], volumes=source.volumes,
+            replicas=group.replicas if scaling.mode == "off" else None,
             termination_grace_seconds=group.termination_grace_seconds,
             max_surge=1, max_unavailable=0,
             placement=group.placement, image_pull_secrets=stack.project_pull_secrets,
@@ -122,30 +130,29 @@ class Beat(Construct):
     """
 
     def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image, config: BeatConfig,
-                 app_env: Sequence[k8s.EnvVar], volumes: Sequence[k8s.Volume] = (),
-                 mounts: Sequence[k8s.VolumeMount] = ()) -> None:
+                 app_env: Sequence[k8s.EnvVar], source: DevSource) -> None:
         super().__init__(scope, id)
-        # Beat saves its schedule file at least every 3 minutes (Celery's
-        # sync_every) plus at most one 5-minute loop; a file older than 15
-        # minutes means the scheduler loop is stuck.
-        schedule_fresh = Probe(command=[*LIVENESS, f"--file={BEAT_SCHEDULE}", "--max-age=900"],
-                               period_seconds=60, timeout_seconds=5, failure_threshold=3)
+        # Not the schedule file: its mtime is a storage detail (Python 3.13's
+        # dbm.sqlite3 writes to a WAL and leaves the main file alone).
+        ticking = [*LIVENESS, f"--file={BEAT_HEARTBEAT}", f"--max-age={BEAT_HEARTBEAT_MAX_AGE}"]
+        heartbeat_fresh = Probe(command=ticking, period_seconds=30, timeout_seconds=5, failure_threshold=3)
         container = Container(
             name="beat",
             image=image.ref,
-            command=["celery", "--app=config", "--quiet", "beat", "--loglevel=INFO", f"--schedule={BEAT_SCHEDULE}"],
-            env=list(app_env),
-            probes=Probes(startup=Probe(command=[*LIVENESS, f"--file={BEAT_SCHEDULE}", "--max-age=900"],
-                                        period_seconds=10, failure_threshold=30),
-                          readiness=schedule_fresh, liveness=schedule_fresh),
+            command=source.restarting(
+                ["celery", "--app=config", "--quiet", "beat", "--loglevel=INFO", f"--schedule={BEAT_SCHEDULE}"]),
+            env=[*app_env,
+                 k8s.EnvVar(name="CELERY_BEAT_LIVENESS_FILE", value=BEAT_HEARTBEAT),
+                 k8s.EnvVar(name="CELERY_BEAT_MAX_LOOP_INTERVAL", value=str(BEAT_MAX_LOOP_SECONDS))],
+            probes=Probes(startup=Probe(command=ticking, period_seconds=10, failure_threshold=30),
+                          readiness=heartbeat_fresh, liveness=heartbeat_fresh),
             resources=config.resources,
-            mounts=mounts,
+            mounts=source.mounts,
         )
         self.workload = StatefulSet(
             self, "workload", stack=stack, name="beat", component="scheduler", version=image.tag,
-            containers=[container], replicas=1, termination_grace_seconds=30,
+            containers=[container], volumes=source.volumes, replicas=1, termination_grace_seconds=30,
             placement=config.placement, image_pull_secrets=stack.project_pull_secrets,
-            volumes=volumes,
             # beat runs the app image, which changes every release: a broken
             # release must not leave beat-0 stuck on it (OrderedReady would wait
             # for the crash-looping pod). One replica still means one pod name.
@@ -166,8 +173,7 @@ class Migration(Construct):
     """
 
     def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image,
-                 app_env: Sequence[k8s.EnvVar], volumes: Sequence[k8s.Volume] = (),
-                 mounts: Sequence[k8s.VolumeMount] = ()) -> None:
+                 app_env: Sequence[k8s.EnvVar], source: DevSource) -> None:
         super().__init__(scope, id)
         container = Container(
             name="migrate",
@@ -175,14 +181,13 @@ class Migration(Construct):
             command=["python", "manage.py", "migrate", "--noinput"],
             env=list(app_env),
             resources=stack.profile.api.resources,
-            mounts=mounts,
+            mounts=source.mounts,
         )
         self.job_name = f"migrate-{release_suffix(image.tag, stack.profile)}"
         self.workload = Job(
             self, "workload", stack=stack, name="migrate", component="migration", version=image.tag,
-            containers=[container], job_name=self.job_name, annotations=ARGO_SYNC_HOOK,
+            containers=[container], volumes=source.volumes, job_name=self.job_name, annotations=ARGO_SYNC_HOOK,
             image_pull_secrets=stack.project_pull_secrets,
-            volumes=volumes,
             settings=JobSettings(backoff_limit=3, active_deadline_seconds=1800, ttl_seconds_after_finished=86400),
         )
         self.peer = self.workload.peer
@@ -193,8 +198,7 @@ class Superuser(Construct):
     `make createsuperuser` runs `kubectl create job --from=cronjob/createsuperuser`."""
 
     def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image,
-                 app_env: Sequence[k8s.EnvVar], username: str, email: str,
-                 volumes: Sequence[k8s.Volume] = (), mounts: Sequence[k8s.VolumeMount] = ()) -> None:
+                 app_env: Sequence[k8s.EnvVar], source: DevSource, username: str, email: str) -> None:
         super().__init__(scope, id)
         container = Container(
             name="createsuperuser",
@@ -205,13 +209,12 @@ class Superuser(Construct):
                  k8s.EnvVar(name="DJANGO_SUPERUSER_EMAIL", value=email),
                  stack.secrets.env("DJANGO_SUPERUSER_PASSWORD")],
             resources=stack.profile.api.resources,
-            mounts=mounts,
+            mounts=source.mounts,
         )
         self.workload = CronJob(
             self, "workload", stack=stack, name="createsuperuser", component="migration", version=image.tag,
-            containers=[container], schedule=ON_DEMAND, suspend=True,
+            containers=[container], volumes=source.volumes, schedule=ON_DEMAND, suspend=True,
             image_pull_secrets=stack.project_pull_secrets,
-            volumes=volumes,
             settings=JobSettings(backoff_limit=1, active_deadline_seconds=600, ttl_seconds_after_finished=3600),
         )
         self.peer = self.workload.peer

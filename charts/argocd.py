@@ -22,6 +22,20 @@ from charts.config import Profile
 from charts.labels import Identity, api_metadata
 from imports.io import argoproj as argo
 
+# cert-manager's HTTP-01 edit-in-place (pkg/issuer/acme/http/ingress.go)
+# prepends /.well-known/acme-challenge/<token>, backend cm-acme-http-solver-*,
+# to the Ingress rule for the challenged host (or appends a rule holding only
+# that path). Argo CD runs `del(<expression>)` on live and desired before
+# diffing: without this, self-heal reverts the path and cert-manager re-adds
+# it. Not managedFieldsManagers: `spec.rules` is an atomic list, so after
+# cert-manager's update it owns every rule, and ours would be ignored too.
+ACME_CHALLENGE_PATH = ('((.path // "") | startswith("/.well-known/acme-challenge/")) and '
+                       '((.backend.service.name // "") | startswith("cm-acme-http-solver-"))')
+ACME_CHALLENGE_IGNORE = (
+    f".spec.rules[]? | select((.http.paths // []) | length > 0 and all(.[]; {ACME_CHALLENGE_PATH}))",
+    f".spec.rules[]?.http.paths[]? | select({ACME_CHALLENGE_PATH})",
+)
+
 # Kinds that are cluster-scoped among those we render.
 CLUSTER_SCOPED = {("", "Namespace"), ("cert-manager.io", "ClusterIssuer")}
 
@@ -30,7 +44,11 @@ def group_kinds(manifests: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
     return {(m["apiVersion"].rpartition("/")[0], m["kind"]) for m in manifests}
 
 
-SYNC_OPTIONS = ["ServerSideApply=true", "PruneLast=true", "ApplyOutOfSyncOnly=true"]
+# RespectIgnoreDifferences: a sync keeps live values of the ignored
+# challenge paths where Argo CD can (docs/decisions/028).
+SYNC_OPTIONS = ["ServerSideApply=true", "PruneLast=true", "ApplyOutOfSyncOnly=true", "RespectIgnoreDifferences=true"]
+ACME_CHALLENGE_DIFFERENCES: dict[str, Any] = {"group": "networking.k8s.io", "kind": "Ingress",
+                                              "jqPathExpressions": list(ACME_CHALLENGE_IGNORE)}
 
 
 def project_spec(*, description: str, repos: Sequence[str], server_namespaces: Sequence[tuple[str, str]],
@@ -91,6 +109,8 @@ class ArgoChart(cdk8s.Chart):
                         directory=argo.ApplicationSpecSourceDirectory(recurse=False)),
                     destination=argo.ApplicationSpecDestination(server=config.destination_server,
                                                                 namespace=profile.namespace),
+                    ignore_differences=[argo.ApplicationSpecIgnoreDifferences(
+                        group="networking.k8s.io", kind="Ingress", jq_path_expressions=list(ACME_CHALLENGE_IGNORE))],
                     sync_policy=argo.ApplicationSpecSyncPolicy(
                         automated=automated,
                         # Server-side apply: large objects and field ownership
@@ -147,6 +167,7 @@ class ArgoChart(cdk8s.Chart):
                         "source": {"repoURL": config.repo_url, "targetRevision": preview.rendered_branch,
                                    "path": "dist/previews/pr-{{.number}}", "directory": {"recurse": False}},
                         "destination": {"server": config.destination_server, "namespace": name},
+                        "ignoreDifferences": [ACME_CHALLENGE_DIFFERENCES],
                         "syncPolicy": {
                             "automated": {"prune": True, "selfHeal": True},
                             "syncOptions": SYNC_OPTIONS,

@@ -546,8 +546,18 @@ SERVERS = {
     "seaweedfs": ServerPreset(
         # -volume.max=0 sizes the volume count to the disk (the default of 8
         # volumes would cap the store at 8 GiB); logs go to stderr, not /tmp.
-        command=("weed", "-logtostderr=true", "server", "-dir=/data", "-ip.bind=0.0.0.0", "-s3", "-s3.port=9000",
-                 "-metricsPort=9327", "-master.volumeSizeLimitMB=1024", "-volume.max=0"),
+        # Listeners (weed/command/server.go, s3.go): master, volume and filer
+        # (HTTP and gRPC; the filer's HTTP API has no S3 authentication) bind
+        # loopback, and -ip=127.0.0.1 makes the components find each other
+        # there. Only S3 and metrics bind all interfaces. The S3 gateway's gRPC
+        # port (S3 port + 10000) follows -s3.ip.bind and cannot be turned off:
+        # the NetworkPolicy admits only the S3 and metrics ports. The Iceberg
+        # and Lance catalogs (on by default) are off; so is telemetry to
+        # telemetry.seaweedfs.com (-master.telemetry, default true).
+        command=("weed", "-logtostderr=true", "server", "-dir=/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                 "-s3", "-s3.port=9000", "-s3.ip.bind=0.0.0.0", "-s3.port.iceberg=0", "-s3.port.lance=0",
+                 "-metricsPort=9327", "-metricsIp=0.0.0.0", "-master.telemetry=false",
+                 "-master.volumeSizeLimitMB=1024", "-volume.max=0"),
         credentials=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"),
         extra_env=(),
         metrics_port=9327, metrics_path="/metrics", console_port=None, data_path="/data",

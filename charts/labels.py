@@ -73,6 +73,19 @@ class Identity:
             "app.kubernetes.io/component": self.component,
         }
 
+    def claim_labels(self) -> dict[str, str]:
+        """Labels for PVCs a StatefulSet creates from its claim templates.
+
+        Without `app.kubernetes.io/instance`: its value is the Argo CD
+        Application's name, and under label tracking Argo CD would take these
+        PVCs (no owner references, not in git) for its own and prune them.
+        """
+        return {
+            "app.kubernetes.io/name": self.name,
+            "app.kubernetes.io/component": self.component,
+            "app.kubernetes.io/part-of": self.part_of,
+        }
+
     def labels(self) -> dict[str, str]:
         return {
             **self.selector(),

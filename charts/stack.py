@@ -12,7 +12,7 @@ import hashlib
 import cdk8s
 from constructs import Construct
 
-from charts.api import Api
+from charts.api import Api, DevSource
 from charts.app import Beat, Migration, Superuser, Worker
 from charts.backup import EXPORTER_PORT as BACKUP_EXPORTER_PORT
 from charts.backup import Backups
@@ -96,10 +96,12 @@ class StackChart(cdk8s.Chart):
             stack.secrets.env("GA_SVC_JSON_BASE64"),
         ]
         image = profile.api.image
-        # CA bundles of external data services, mounted into every app process.
-        volumes = [*self.postgres.client_volumes(), *self.redis.client_volumes()]
-        mounts = [*self.postgres.client_mounts(), *self.redis.client_mounts()]
-        self.api = Api(self, "api", stack=stack, config=profile.api, app_env=app_env, volumes=volumes, mounts=mounts)
+        source = DevSource(self, "dev-source", stack=stack, config=profile.api)
+        # CA bundles of external data services: every app process mounts them
+        # too, alongside the dev source.
+        source.volumes.extend([*self.postgres.client_volumes(), *self.redis.client_volumes()])
+        source.mounts.extend([*self.postgres.client_mounts(), *self.redis.client_mounts()])
+        self.api = Api(self, "api", stack=stack, config=profile.api, app_env=app_env, source=source)
         keda_authentication = None
         if any(group.autoscaling.mode == "keda" for group in profile.worker.groups):
             keda_authentication = RedisAuthentication(
@@ -108,14 +110,11 @@ class StackChart(cdk8s.Chart):
                 keda_operator_labels=dict(profile.worker.keda_operator_pod_labels)).name
         self.workers = [Worker(self, f"worker-{group.name}", stack=stack, image=image, group=group, app_env=app_env,
                                broker_address=self.redis.address, keda_authentication=keda_authentication,
-                               volumes=volumes, mounts=mounts)
+                               source=source)
                         for group in profile.worker.groups]
-        self.beat = Beat(self, "beat", stack=stack, image=image, config=profile.beat, app_env=app_env,
-                         volumes=volumes, mounts=mounts)
-        self.migration = Migration(self, "migration", stack=stack, image=image, app_env=app_env,
-                                   volumes=volumes, mounts=mounts)
-        self.superuser = Superuser(self, "superuser", stack=stack, image=image, app_env=app_env,
-                                   volumes=volumes, mounts=mounts,
+        self.beat = Beat(self, "beat", stack=stack, image=image, config=profile.beat, app_env=app_env, source=source)
+        self.migration = Migration(self, "migration", stack=stack, image=image, app_env=app_env, source=source)
+        self.superuser = Superuser(self, "superuser", stack=stack, image=image, app_env=app_env, source=source,
                                    username=profile.api.superuser_username,
                                    email=profile.api.superuser_email or f"{profile.api.superuser_username}@"
                                                                          f"{profile.domain}")

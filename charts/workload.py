@@ -219,6 +219,9 @@ class Workload(Construct):
                     run_as_user=uid,
                     run_as_group=uid,
                     fs_group=fs_group,
+                    # Skip the recursive chown/chmod of a volume whose root already
+                    # matches: a large database volume would be walked on every start.
+                    fs_group_change_policy="OnRootMismatch" if fs_group is not None else None,
                     seccomp_profile=k8s.SeccompProfile(type="RuntimeDefault"),
                 ),
                 init_containers=[render_container(c) for c in init_containers] or None,
@@ -325,7 +328,7 @@ class StatefulSet(Workload):
                     when_deleted="Retain", when_scaled="Retain"),
                 volume_claim_templates=[
                     k8s.KubePersistentVolumeClaimProps(
-                        metadata=k8s.ObjectMeta(name=claim, labels=self.identity.selector()),
+                        metadata=k8s.ObjectMeta(name=claim, labels=self.identity.claim_labels()),
                         spec=k8s.PersistentVolumeClaimSpec(
                             access_modes=["ReadWriteOnce"],
                             storage_class_name=storage_class,

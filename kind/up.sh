@@ -222,7 +222,7 @@ main() {
     [[ "$step" != cluster ]] || KUBECONFIG_SET=1
   done
   if (($# == 0)); then
-    log "up: https://$(devenv domain)/api/ (trust certs/ca.crt, or run 'mkcert -install')"
+    log "up: https://$(devenv domain)/api/ (CA: $(cat certs/ca-file 2>/dev/null || echo certs/ca.crt); mkcert: run 'mkcert -install')"
   fi
 }
 

@@ -6,6 +6,9 @@
 # after `mkcert -install`). Otherwise openssl makes a local CA once
 # (certs/ca.crt: import it into your browser or pass it to curl --cacert) and
 # signs a leaf certificate for the domain and its subdomains.
+# certs/ca-file names the CA certificate that signed the current leaf
+# ($(mkcert -CAROOT)/rootCA.pem or certs/ca.crt); scripts/smoke.py trusts it,
+# because Python's OpenSSL does not read the macOS Keychain mkcert installs into.
 #
 # usage: scripts/dev-certs.sh [--domain D] [--namespace NS] [--secret NAME] [--dir certs] [--dry-run]
 #   --dry-run   print the Secret manifest to stdout instead of applying it
@@ -42,6 +45,7 @@ key="$dir/$domain.key"
 if command -v mkcert >/dev/null && [[ "${DEV_CERTS_FORCE_OPENSSL:-}" != 1 ]]; then
   log "using mkcert's local CA"
   mkcert -cert-file "$cert" -key-file "$key" "$domain" "*.$domain" >/dev/null 2>&1
+  ca_file="$(mkcert -CAROOT)/rootCA.pem"
 else
   command -v openssl >/dev/null || die "openssl (or mkcert) is required"
   if [[ ! -s "$dir/ca.crt" || ! -s "$dir/ca.key" ]]; then
@@ -61,7 +65,10 @@ else
     -days 397 -sha256 -extfile "$extensions" -out "$cert" 2>/dev/null
   chmod 600 "$key"
   log "certificate for $domain signed by $dir/ca.crt"
+  ca_file="$(cd "$dir" && pwd)/ca.crt"
 fi
+[[ -s "$ca_file" ]] || die "the CA certificate $ca_file is missing"
+printf '%s\n' "$ca_file" >"$dir/ca-file"
 
 manifest=$(kubectl create secret tls "$secret" --namespace "$namespace" --cert "$cert" --key "$key" \
   --dry-run=client -o yaml)

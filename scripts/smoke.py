@@ -18,9 +18,10 @@
 
 Namespace, domain and TLS mode come from env/<env>.yaml. For a `.localhost`
 domain (kind) the connection goes to 127.0.0.1 unless --connect-to says
-otherwise; with the dev CA (edge.tls.mode local-ca) certs/ca.crt is trusted
-when it exists. Exit codes: 0 up, 1 not ready or a check failed, 2 bad input
-or the cluster cannot be reached.
+otherwise; with the dev CA (edge.tls.mode local-ca) the CA named in
+certs/ca-file by scripts/dev-certs.sh (mkcert's or certs/ca.crt) is trusted.
+Exit codes: 0 up, 1 not ready or a check failed, 2 bad input or the cluster
+cannot be reached.
 
 The decisions (is this available? why is this pod not ready? what to report)
 are pure functions over API objects as `kubectl get -o json` shows them, so
@@ -534,13 +535,22 @@ def connect_address(domain: str, override: str | None) -> str | None:
     return None
 
 
-def trust_file(tls_mode: str, cacert: str | None, default: Path) -> str | None:
-    """The extra CA to trust: --cacert, else the dev CA for a local-CA env."""
+def trust_file(tls_mode: str, cacert: str | None, certs: Path) -> str | None:
+    """The extra CA to trust: --cacert, else for a local-CA env the CA that
+    signed the dev certificate. scripts/dev-certs.sh names it in certs/ca-file
+    (mkcert's rootCA.pem, which Python cannot find in the macOS Keychain, or
+    its own certs/ca.crt); certs/ca.crt alone is an older dev-certs run."""
     if cacert:
         return cacert
-    if tls_mode == "local-ca" and default.is_file():
-        return str(default)
-    return None
+    if tls_mode != "local-ca":
+        return None
+    record = certs / "ca-file"
+    if record.is_file():
+        named = Path(record.read_text().strip())
+        if named.is_file():
+            return str(named)
+    legacy = certs / "ca.crt"
+    return str(legacy) if legacy.is_file() else None
 
 
 class _PinnedHTTPSConnection(http.client.HTTPSConnection):
@@ -661,7 +671,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="seconds to retry failing HTTP checks (120)")
     parser.add_argument("--interval", type=float, default=5, help="seconds between polls (5)")
     trust = parser.add_mutually_exclusive_group()
-    trust.add_argument("--cacert", help="extra CA certificate to trust (default for local-ca envs: certs/ca.crt)")
+    trust.add_argument("--cacert",
+                       help="extra CA certificate to trust (default for local-ca envs: the one in certs/ca-file)")
     trust.add_argument("--insecure", action="store_true", help="do not verify the server certificate")
     parser.add_argument("--connect-to", metavar="ADDRESS",
                         help="connect here instead of resolving the domain (default for *.localhost: 127.0.0.1)")
@@ -739,7 +750,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.no_http or args.snapshot or args.job:
         return 0
-    cafile = trust_file(profile.edge.tls.mode, args.cacert, ROOT / "certs" / "ca.crt")
+    cafile = trust_file(profile.edge.tls.mode, args.cacert, ROOT / "certs")
     context = ssl_context(cafile, args.insecure)
     address = connect_address(domain, args.connect_to)
     via = f" via {address}" if address else ""
@@ -754,7 +765,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if failed:
         print(f"smoke: {len(failed)} of {len(results)} HTTP checks failed. A 502 means the API pods are not "
               "serving (see `make logs C=api`); a certificate error means the CA is not trusted "
-              "(--cacert certs/ca.crt).", file=sys.stderr)
+              "(--cacert FILE; for mkcert: $(mkcert -CAROOT)/rootCA.pem).", file=sys.stderr)
         return 1
     print("smoke: ok")
     return 0

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import shutil
 import subprocess
 import sys
 
@@ -76,3 +79,86 @@ def test_single_env_render_keeps_dist_argocd(tmp_path):
     assert load_dir(tmp_path / "argocd")
     subprocess.run([*python, "--env", "prod"], check=True, capture_output=True, timeout=120)
     assert tree_digest(tmp_path / "argocd") == before
+
+
+CHALLENGE = json.loads((ROOT / "tests" / "fixtures" / "argocd" / "acme-challenge-ingress.json").read_text())
+
+
+def argo_normalize(obj: dict, expressions: list[str]) -> dict:
+    """What Argo CD does with jqPathExpressions before diffing: `del(expr)`
+    per expression, in order (util/argo/normalizers/diff_normalizer.go);
+    run with the real jq."""
+    for expression in expressions:
+        done = subprocess.run(["jq", "-c", f"del({expression})"], input=json.dumps(obj),
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        obj = json.loads(done.stdout)
+    return obj
+
+
+def challenge_ignores(application: dict) -> list[str]:
+    entries = [d for d in application["spec"]["ignoreDifferences"]
+               if d.get("group") == "networking.k8s.io" and d["kind"] == "Ingress"]
+    assert len(entries) == 1 and set(entries[0]) == {"group", "kind", "jqPathExpressions"}, entries
+    return entries[0]["jqPathExpressions"]
+
+
+@pytest.fixture(scope="module")
+def jq() -> None:
+    if shutil.which("jq") is None:
+        pytest.fail("jq is not installed (scripts/setup.sh installs it)", pytrace=False)
+
+
+def test_self_heal_leaves_cert_managers_challenge_path_alone(argocd, jq):
+    for application in of_kind(argocd, "Application"):
+        assert "RespectIgnoreDifferences=true" in application["spec"]["syncPolicy"]["syncOptions"]
+        expressions = challenge_ignores(application)
+        before = CHALLENGE["before"]
+        for live in (CHALLENGE["after_edit_in_place"], CHALLENGE["after_new_rule"]):
+            assert live["spec"] != before["spec"]
+            assert argo_normalize(live, expressions)["spec"] == before["spec"], "exactly the challenge is ignored"
+
+
+def test_challenge_ignore_keeps_every_other_path(argocd, jq):
+    expressions = challenge_ignores(of_kind(argocd, "Application")[0])
+    lookalikes = copy.deepcopy(CHALLENGE["before"])
+    paths = lookalikes["spec"]["rules"][0]["http"]["paths"]
+    # Our own path under the challenge prefix, and the solver's backend on another path, both stay.
+    paths.append({**paths[0], "path": "/.well-known/acme-challenge/ours"})
+    paths.append({**CHALLENGE["challenge_path"], "path": "/api/solver"})
+    lookalikes["spec"]["rules"].append({"host": "empty.example.com", "http": {"paths": []}})
+    assert argo_normalize(lookalikes, expressions) == lookalikes
+
+
+def test_challenge_ignore_on_the_rendered_ingress(argocd, manifests, jq):
+    """Desired state is untouched; a live copy with cert-manager's path
+    prepended to the rule for its host compares equal to it."""
+    applications = {a["spec"]["source"]["path"]: a for a in of_kind(argocd, "Application")}
+    checked = 0
+    for env in ENVS:
+        application = applications.get(f"dist/{env}")
+        if application is None:
+            continue
+        expressions = challenge_ignores(application)
+        for ingress in of_kind(manifests[env], "Ingress"):
+            assert argo_normalize(ingress, expressions) == ingress
+            # cert-manager challenges each TLS host and edits the rule for it.
+            for host in {h for tls in ingress["spec"].get("tls", []) for h in tls["hosts"]}:
+                live = copy.deepcopy(ingress)
+                rule = next(r for r in live["spec"]["rules"] if r.get("host") == host)
+                rule["http"]["paths"].insert(0, CHALLENGE["challenge_path"])
+                assert argo_normalize(live, expressions) == ingress
+                checked += 1
+    assert checked, "no Argo CD managed Ingress to check"
+
+
+def test_preview_applications_ignore_the_challenge_path_too(jq):
+    """The ApplicationSet's generated Applications self-heal as well."""
+    sets = of_kind(load_dir(ROOT / "dist" / "argocd"), "ApplicationSet")
+    assert sets, "dist/argocd renders the previews' ApplicationSet"
+    for application_set in sets:
+        template = {"spec": application_set["spec"]["template"]["spec"]}
+        assert "RespectIgnoreDifferences=true" in template["spec"]["syncPolicy"]["syncOptions"]
+        expressions = challenge_ignores(template)
+        live = CHALLENGE["after_edit_in_place"]
+        assert argo_normalize(live, expressions)["spec"] == CHALLENGE["before"]["spec"]

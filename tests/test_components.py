@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -17,6 +18,19 @@ def container(obj: dict, name: str) -> dict:
 
 def env_of(c: dict) -> dict[str, dict]:
     return {var["name"]: var for var in c.get("env", [])}
+
+
+# app/config/devreload.py's command line (dev: workers and beat restart on change).
+DEV_RELOADER = ["python", "-m", "config.devreload", "--"]
+
+
+def unwrapped(command: list[str], profile) -> list[str]:
+    """The process command; in dev it must run under the reloader, elsewhere not."""
+    if profile.api.dev_reload:
+        assert command[:4] == DEV_RELOADER, command
+        return command[4:]
+    assert "config.devreload" not in command
+    return command
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -74,7 +88,7 @@ def test_no_budget_blocks_a_node_drain(manifests, env):
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_beat_never_runs_twice(manifests, env):
+def test_beat_never_runs_twice(manifests, stacks, env):
     assert not [d for d in of_kind(manifests[env], "Deployment") if d["metadata"]["name"] == "beat"]
     beat = one(manifests[env], "StatefulSet", "beat")
     assert beat["spec"]["replicas"] == 1, "one pod name, beat-0: a replacement waits for the old pod to go"
@@ -84,8 +98,18 @@ def test_beat_never_runs_twice(manifests, env):
     assert not [h for h in of_kind(manifests[env], "HorizontalPodAutoscaler")
                 if h["spec"]["scaleTargetRef"]["name"] == "beat"], "nothing may scale beat"
     c = container(beat, "beat")
-    assert c["command"][:4] == ["celery", "--app=config", "--quiet", "beat"]
-    assert "livenessProbe" in c
+    assert unwrapped(c["command"], stacks[env].profile)[:4] == ["celery", "--app=config", "--quiet", "beat"]
+    # Liveness reads the per-tick heartbeat beat is told to write, never the
+    # schedule store (its mtime is a dbm detail; tests/app runs the real beat).
+    variables = env_of(c)
+    heartbeat = variables["CELERY_BEAT_LIVENESS_FILE"]["value"]
+    loop = float(variables["CELERY_BEAT_MAX_LOOP_INTERVAL"]["value"])
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        command = c[probe]["exec"]["command"]
+        assert command[:3] == ["python", "-m", "config.liveness"]
+        assert f"--file={heartbeat}" in command and "celerybeat-schedule" not in " ".join(command)
+        assert f"--max-age={3 * int(loop)}" in command, "three loop intervals: Celery's default 300 s is not used"
+    assert heartbeat.startswith("/tmp/"), "the only writable path of the image"
 
 
 @pytest.mark.parametrize("env", ENVS)
@@ -269,3 +293,82 @@ def test_internet_egress_only_when_switched_on(stacks):
     assert internet == {("api", 443), ("worker-default", 443)}
     (peer,) = {c.target for c in stack.network.connections if c.target.key == "internet"}
     assert set(peer.cidr_except) == {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"}
+
+
+SEAWEEDFS_FLAGS = json.loads((ROOT / "tests" / "fixtures" / "seaweedfs" / "server-flags.json").read_text())["flags"]
+
+
+def weed_server_flags(command: list[str]) -> dict[str, str]:
+    """`weed [global flags] server -name[=value] ...` as Go's flag package reads it."""
+    assert command[0] == "weed" and "server" in command
+    flags = {}
+    for arg in command[command.index("server") + 1:]:
+        name, _, value = arg.lstrip("-").partition("=")
+        assert arg.startswith("-") and name in SEAWEEDFS_FLAGS, f"`weed server` has no flag {arg} (it would exit)"
+        kind = SEAWEEDFS_FLAGS[name]["type"]
+        if kind == "Bool":
+            assert value in ("", "true", "false"), arg
+            value = value or "true"
+        elif kind in ("Int", "Uint", "Int64"):
+            int(value)
+        flags[name] = value
+    return flags
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_seaweedfs_exposes_only_s3_and_metrics_and_sends_no_telemetry(manifests, stacks, env):
+    store = stacks[env].profile.object_store
+    if store.mode == "external" or store.server != "seaweedfs":
+        pytest.skip(f"{env} runs no SeaweedFS")
+    pod = one(manifests[env], "StatefulSet", "minio")
+    c = container(pod, "minio")
+    flags = weed_server_flags(c["command"])
+    # Defaults as weed/command/server.go resolves them: -ip.bind falls back to
+    # -ip (the pod's address by default), -s3.ip.bind and -metricsIp to -ip.bind;
+    # master, volume and filer listen on -ip.bind and dial each other at -ip.
+    assert SEAWEEDFS_FLAGS["master.telemetry"]["default"] == "true", "telemetry is on unless turned off"
+    assert flags["master.telemetry"] == "false"
+    ip = flags.get("ip")
+    bind = flags.get("ip.bind") or ip
+    assert ip == bind == "127.0.0.1", "master, volume, filer (HTTP and gRPC) stay inside the pod"
+    assert (flags.get("s3.ip.bind") or bind) == "0.0.0.0"
+    assert (flags.get("metricsIp") or bind) == "0.0.0.0"
+    for catalog in ("s3.port.iceberg", "s3.port.lance"):
+        assert int(flags.get(catalog, SEAWEEDFS_FLAGS[catalog]["default"])) == 0, f"{catalog} listener is on"
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"s3": int(flags["s3.port"]), "metrics": int(flags["metricsPort"])}
+    # Whatever else listens (the S3 gateway's gRPC port) is closed by the policy.
+    policies = [p for p in of_kind(manifests[env], "NetworkPolicy")
+                if p["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name") == "minio"]
+    admitted = {port["port"] for p in policies for rule in p["spec"].get("ingress", [])
+                for port in rule.get("ports", [])}
+    assert policies and admitted <= set(ports.values()), admitted
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_dev_reload_runs_every_app_process_on_the_mounted_source(manifests, stacks, env):
+    """In dev an edited task or migration must run without an image build:
+    every process of the app image (API, workers, beat, the Jobs) mounts the
+    source claim over /app, and the long-running Celery processes restart on
+    change. Elsewhere nothing mounts it."""
+    profile = stacks[env].profile
+    app_image = profile.api.image.ref
+    kinds_seen = set()
+    for pod in pod_templates(manifests[env]):
+        claims = {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in pod.spec.get("volumes", [])
+                  if "persistentVolumeClaim" in v}
+        for c in pod.spec["containers"]:
+            if c["image"] != app_image:
+                continue
+            kinds_seen.add(pod.owner["metadata"]["name"].split("-")[0])
+            mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+            if not profile.api.dev_reload:
+                assert "/app" not in mounts and "app-source" not in claims.values(), pod.where
+                continue
+            assert claims.get(mounts["/app"]["name"]) == "app-source" and mounts["/app"]["readOnly"], pod.where
+            command = c["command"]
+            if command[:3] == ["python", "manage.py", "runserver"]:
+                continue  # Django's own reloader
+            if pod.owner["kind"] in ("Deployment", "StatefulSet"):
+                assert unwrapped(command, profile)[0] == "celery", f"{pod.where} does not restart on change"
+    assert {"api", "worker", "beat", "migrate", "createsuperuser"} <= kinds_seen, kinds_seen

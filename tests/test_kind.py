@@ -10,13 +10,16 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 
 from charts.api import SOURCE_CLAIM
 from charts.schema import parse_quantity
+from tests.support import schemas
 from tests.support.manifests import ROOT, one
 from tests.support.render import profile_with, render_with
+from tests.support.schemas import NEWEST
 
 KIND = ROOT / "kind"
 IMAGES_MD = ROOT.parent / "shared" / "images.md"
@@ -86,6 +89,25 @@ def test_ingress_controller_lands_on_the_mapped_node(node) -> None:
     assert controller["hostPort"] == {"enable": True, "http": 80, "https": 443}
     for key, value in controller["nodeSelector"].items():
         assert node["labels"].get(key) == value, f"no node carries {key}={value}"
+
+
+def test_ingress_controller_on_host_ports_is_replaced_not_rolled(cluster) -> None:
+    """With hostPorts on the only node, RollingUpdate's surge pod can never
+    bind 80/443 while the old pod holds them: `make up` after a chart upgrade
+    would wait forever. The chart (2.6.4, templates/controller-deployment.yaml)
+    renders controller.strategy verbatim as the Deployment's spec.strategy."""
+    controller = yaml.safe_load((KIND / "nginx-ingress-values.yaml").read_text())["controller"]
+    nodes_taking_ingress = [n for n in cluster["nodes"]
+                            if all(n.get("labels", {}).get(k) == v for k, v in controller["nodeSelector"].items())]
+    assert controller["kind"] == "deployment" and controller["hostPort"]["enable"] is True
+    assert controller["replicaCount"] >= len(nodes_taking_ingress) == 1
+    assert controller["strategy"] == {"type": "Recreate"}
+    # What `make up` passes to helm (kind/devenv.py adds the profile's values).
+    assert devenv().ingress_release(devenv().profile_for("dev"))[1]["controller"]["strategy"] == {"type": "Recreate"}
+    # The value must be a valid apps/v1 DeploymentStrategy (strict schema).
+    _, registry = schemas._registry(NEWEST)
+    strategy = {"$ref": "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.api.apps.v1.DeploymentStrategy"}
+    jsonschema.Draft202012Validator(strategy, registry=registry).validate(controller["strategy"])
 
 
 def test_source_mount_feeds_the_app_source_volume(node, source_pv) -> None:

@@ -224,3 +224,62 @@ def test_variables_from_the_secret_never_get_literal_values(manifests, env):
                     literal.setdefault(var["name"], pod.where)
     leaked = {name: where for name, where in literal.items() if name in from_secret}
     assert not leaked, f"{env}: secret variables with literal values: {leaked}"
+
+
+# Argo CD's label tracking key and tracking annotation (argo-cd
+# docs/user-guide/resource_tracking.md); the label key is configurable, so
+# label values are checked against every Application name too.
+ARGO_TRACKING_LABEL = "app.kubernetes.io/instance"
+ARGO_TRACKING_ANNOTATION = "argocd.argoproj.io/tracking-id"
+
+
+def claim_metadata(objects: list[dict]) -> list[tuple[str, dict]]:
+    """Metadata a controller copies onto the PVCs it creates for an object."""
+    found = []
+    for obj in objects:
+        if obj["kind"] == "StatefulSet":
+            found += [(f"{name_of(obj)} claim {t['metadata']['name']}", t["metadata"])
+                      for t in obj["spec"].get("volumeClaimTemplates", [])]
+        elif obj["kind"] == "Cluster" and obj["apiVersion"].startswith("postgresql.cnpg.io/"):
+            # CloudNativePG copies spec.inheritedMetadata onto its PVCs.
+            found.append((f"{name_of(obj)} inheritedMetadata", obj["spec"].get("inheritedMetadata", {})))
+    return found
+
+
+@pytest.fixture(scope="module")
+def application_names(stacks, manifests) -> set[str]:
+    from main import build_argocd
+
+    rendered = build_argocd([stacks[e].profile for e in ENVS], manifests)
+    # Every env's instance, managed by Argo CD today or not.
+    return {a["metadata"]["name"] for a in of_kind(rendered, "Application")} | {
+        stacks[e].profile.instance for e in ENVS}
+
+
+def test_no_argocd_tracking_method_can_adopt_a_volume(manifests, env, application_names):
+    """PVCs from claim templates have no owner references and are not in git:
+    an Argo CD that takes them for its own prunes the database's volume."""
+    assert "vibearena-prod" in application_names, "the names come from the rendered Applications"
+    for where, meta in claim_metadata(manifests[env]):
+        labels = meta.get("labels") or {}
+        assert ARGO_TRACKING_LABEL not in labels, f"{where}: carries the Argo CD tracking label"
+        assert not set(labels.values()) & application_names, f"{where}: a label value names an Application"
+        assert ARGO_TRACKING_ANNOTATION not in (meta.get("annotations") or {}), where
+
+
+def test_every_env_renders_volume_claims_to_check(manifests):
+    assert all(claim_metadata(manifests[e]) for e in ENVS), "the tracking policy would check nothing"
+
+
+def test_volume_owners_skip_the_recursive_chown(manifests, env):
+    """fsGroup makes the kubelet chown every file of a volume on each mount
+    unless the root already matches (OnRootMismatch)."""
+    checked = 0
+    for pod in pod_templates(manifests[env]):
+        context = pod.spec.get("securityContext", {})
+        persistent = bool(pod.owner["spec"].get("volumeClaimTemplates")) or any(
+            "persistentVolumeClaim" in v or "ephemeral" in v for v in pod.spec.get("volumes", []))
+        if "fsGroup" in context and persistent:
+            checked += 1
+            assert context.get("fsGroupChangePolicy") == "OnRootMismatch", pod.where
+    assert checked, f"{env}: no pod with fsGroup and a volume to check"

@@ -298,3 +298,59 @@ def test_namespaced_secret_store_is_rendered_as_such():
     assert externals, "no ExternalSecret rendered"
     for external in externals:  # the env's Secret and CNPG's basic-auth role Secrets
         assert external["spec"]["secretStoreRef"] == {"kind": "SecretStore", "name": "vibearena-prod"}
+
+
+# A stand-in for mkcert with its CLI (-CAROOT; -cert-file F -key-file K names...):
+# a CA in $FAKE_CAROOT signs the leaf, as mkcert does with its local CA.
+FAKE_MKCERT = r"""#!/usr/bin/env bash
+set -euo pipefail
+root=$FAKE_CAROOT
+if [[ "$1" == -CAROOT ]]; then echo "$root"; exit 0; fi
+[[ "$1" == -cert-file && "$3" == -key-file ]] || exit 64
+cert=$2 key=$4; shift 4
+if [[ ! -s "$root/rootCA.pem" ]]; then
+  openssl req -x509 -newkey rsa:2048 -sha256 -days 30 -nodes -keyout "$root/rootCA-key.pem" \
+    -out "$root/rootCA.pem" -subj "/O=mkcert development CA" -addext "basicConstraints=critical,CA:TRUE" 2>/dev/null
+fi
+sans=$(printf 'DNS:%s,' "$@")
+openssl req -newkey rsa:2048 -nodes -keyout "$key" -out "$cert.csr" -subj "/O=mkcert development cert" 2>/dev/null
+openssl x509 -req -in "$cert.csr" -CA "$root/rootCA.pem" -CAkey "$root/rootCA-key.pem" -CAcreateserial \
+  -days 30 -extfile <(printf 'subjectAltName=%s\n' "${sans%,}") -out "$cert" 2>/dev/null
+rm -f "$cert.csr"
+"""
+
+
+@needs_kubectl
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl not installed")
+def test_smoke_trusts_the_ca_that_signed_the_dev_certificate(tmp_path):
+    """mkcert's CA lives in the macOS Keychain, which Python's OpenSSL does not
+    read: the smoke check must be given $(mkcert -CAROOT)/rootCA.pem, also when
+    an older openssl run left certs/ca.crt behind."""
+    from scripts import smoke
+
+    certs, caroot, bin_dir = tmp_path / "certs", tmp_path / "caroot", tmp_path / "bin"
+    for d in (certs, caroot, bin_dir):
+        d.mkdir()
+    args = ["bash", str(ROOT / "scripts" / "dev-certs.sh"), "--dir", str(certs), "--domain", "app.localhost",
+            "--dry-run"]
+    openssl_run = subprocess.run(args, env={**os.environ, "DEV_CERTS_FORCE_OPENSSL": "1"},
+                                 capture_output=True, text=True, timeout=60, check=False)
+    assert openssl_run.returncode == 0, openssl_run.stderr
+    assert smoke.trust_file("local-ca", None, certs) == str(certs / "ca.crt")
+
+    (bin_dir / "mkcert").write_text(FAKE_MKCERT)
+    (bin_dir / "mkcert").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_CAROOT": str(caroot)}
+    env.pop("DEV_CERTS_FORCE_OPENSSL", None)
+    mkcert_run = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert mkcert_run.returncode == 0, mkcert_run.stderr
+    trusted = smoke.trust_file("local-ca", None, certs)
+    assert trusted == str(caroot / "rootCA.pem")
+    leaf = str(certs / "app.localhost.crt")
+
+    def verifies(ca: str) -> bool:
+        return subprocess.run(["openssl", "verify", "-CAfile", ca, leaf], capture_output=True,
+                              check=False).returncode == 0
+
+    assert verifies(trusted), "the trusted CA signed the served certificate"
+    assert not verifies(str(certs / "ca.crt")), "the stale openssl CA would fail the TLS check"

@@ -359,12 +359,22 @@ def test_connect_address(domain: str, override: str | None, address: str | None)
 
 
 def test_trust_file(tmp_path: Path) -> None:
-    ca = tmp_path / "ca.crt"
-    assert smoke.trust_file("local-ca", None, ca) is None, "no dev CA yet: system trust only"
-    ca.write_text("pem")
-    assert smoke.trust_file("local-ca", None, ca) == str(ca)
-    assert smoke.trust_file("acme", None, ca) is None, "a public certificate needs no dev CA"
-    assert smoke.trust_file("acme", "/x/ca.pem", ca) == "/x/ca.pem"
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    assert smoke.trust_file("local-ca", None, certs) is None, "no dev CA yet: system trust only"
+    (certs / "ca.crt").write_text("pem")
+    assert smoke.trust_file("local-ca", None, certs) == str(certs / "ca.crt"), "an older dev-certs run"
+    # mkcert signed the current certificate: its root wins over a stale openssl CA.
+    mkcert_root = tmp_path / "mkcert" / "rootCA.pem"
+    mkcert_root.parent.mkdir()
+    mkcert_root.write_text("pem")
+    (certs / "ca-file").write_text(f"{mkcert_root}\n")
+    assert smoke.trust_file("local-ca", None, certs) == str(mkcert_root)
+    mkcert_root.unlink()
+    assert smoke.trust_file("local-ca", None, certs) == str(certs / "ca.crt"), "a recorded CA that is gone"
+    assert smoke.trust_file("acme", None, certs) is None, "a public certificate needs no dev CA"
+    assert smoke.trust_file("acme", "/x/ca.pem", certs) == "/x/ca.pem"
+    assert smoke.trust_file("local-ca", "/x/ca.pem", certs) == "/x/ca.pem", "--cacert always wins"
 
 
 @pytest.fixture(scope="module")

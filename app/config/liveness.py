@@ -1,9 +1,10 @@
-"""Worker liveness check for a Kubernetes exec probe.
+"""Celery liveness check for a Kubernetes exec probe.
 
     python -m config.liveness [--file PATH] [--max-age SECONDS]
 
-Exits 0 when the heartbeat file written by the worker (see config/celery.py)
-is younger than --max-age, 1 otherwise. Stdlib only, so it starts in
+Exits 0 when the heartbeat file is younger than --max-age, 1 otherwise. The
+worker touches its file from its event loop, beat on every scheduler tick
+(see config/celery.py); the default --file is the worker's. Stdlib only, so it starts in
 milliseconds and does not load the application.
 """
 
@@ -33,11 +34,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         age = time.time() - os.stat(args.file).st_mtime
     except FileNotFoundError:
-        print(f"worker heartbeat file {args.file} does not exist", file=sys.stderr)
+        print(f"heartbeat file {args.file} does not exist", file=sys.stderr)
         return 1
     if age > args.max_age:
         print(
-            f"worker heartbeat is {age:.0f}s old (limit {args.max_age:.0f}s)",
+            f"heartbeat {args.file} is {age:.0f}s old (limit {args.max_age:.0f}s)",
             file=sys.stderr,
         )
         return 1

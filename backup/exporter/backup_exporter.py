@@ -17,6 +17,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -249,11 +250,17 @@ def main(env: Mapping[str, str] = os.environ) -> int:
         file=sys.stderr,
         flush=True,
     )
+    # The exporter is PID 1 in its container, where a signal without a handler
+    # is ignored: without this, every rollout waits out the grace period.
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    serving = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    serving.start()
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        stop.wait()
     finally:
+        server.shutdown()
         server.server_close()
     return 0
 

@@ -100,6 +100,14 @@ def test_celery_limits_are_cross_checked(app: App) -> None:
     assert "CELERY_VISIBILITY_TIMEOUT" in result.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.parametrize("value", ["0", "-5", "inf", "nan", "soon"])
+def test_beat_loop_interval_must_be_a_positive_number(app: App, value: str) -> None:
+    """0 would silently mean Celery's 300 s default and outlast the probe's max age."""
+    result = app.manage("check", env={"CELERY_BEAT_MAX_LOOP_INTERVAL": value})
+    assert result.returncode != 0
+    assert "CELERY_BEAT_MAX_LOOP_INTERVAL" in result.stderr.strip().splitlines()[-1]
+
+
 def test_migrations_are_applied_and_match_the_models(app: App) -> None:
     # migrate --check exits non-zero when a migration is unapplied.
     app.manage_ok("migrate", "--check")

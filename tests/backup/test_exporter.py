@@ -18,9 +18,11 @@ from tests.backup.helpers import (
     ROOT,
     Postgres,
     S3Server,
+    clean_env,
     run_script,
     script_env,
 )
+from tests.support import pid1
 from tests.support.services import free_port, wait_for_port
 
 
@@ -140,3 +142,26 @@ def test_exporter_serves_the_timestamp_written_by_pg_backup(
         proc.terminate()
         proc.wait(10)
         log.close()
+
+
+def test_exporter_as_pid1_stops_on_sigterm(tmp_path: Path) -> None:
+    """In its container the exporter is PID 1, which ignores any signal it has
+    no handler for: a rollout would wait out the whole grace period."""
+    pid1.skip_or_fail_unless_available()
+    port = free_port()
+    env = clean_env()
+    env["PATH"] = f"{BIN_DIR}:{env.get('PATH', '/usr/bin:/bin')}"
+    env.update({"BACKUP_S3_ENDPOINT": "http://127.0.0.1:9", "BACKUP_S3_BUCKET": "unused",
+                "BACKUP_S3_ACCESS_KEY_ID": "unused", "BACKUP_S3_SECRET_ACCESS_KEY": "unused",
+                "EXPORTER_PORT": str(port), "EXPORTER_LISTEN_ADDRESS": "127.0.0.1"})
+    with (tmp_path / "exporter.log").open("w") as log:
+        exporter = pid1.Pid1([str(BIN_DIR / "backup-exporter")], env=env, stdout=log, stderr=log)
+    try:
+        wait_for_port(port, timeout=20, process=exporter.outer)
+        assert exporter.namespace_pid() == 1
+        assert fetch(f"http://127.0.0.1:{port}/healthz")[0] == 200
+        took = exporter.seconds_to_exit_after_sigterm(limit=2)
+        assert took is not None, "SIGTERM ignored as PID 1:\n" + (tmp_path / "exporter.log").read_text()
+        assert exporter.outer.returncode == 0
+    finally:
+        exporter.kill()

@@ -192,6 +192,11 @@ CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"retry_policy": {"timeout": 5.0}}
 CELERY_BEAT_SCHEDULE_FILENAME = env.optional(
     "CELERY_BEAT_SCHEDULE_FILENAME", "/tmp/celerybeat-schedule"
 )
+# Beat's loop wakes at least this often (Celery's default is 300 s); each
+# wake touches CELERY_BEAT_LIVENESS_FILE (config.celery.HeartbeatScheduler),
+# so the liveness probe's max age is a small multiple of it (charts/app.py).
+CELERY_BEAT_SCHEDULER = "config.celery:HeartbeatScheduler"
+CELERY_BEAT_MAX_LOOP_INTERVAL = env.as_float("CELERY_BEAT_MAX_LOOP_INTERVAL", 60.0)
 CELERY_HEARTBEAT_INTERVAL = env.as_float("CELERY_HEARTBEAT_INTERVAL", 60.0)
 CELERY_BEAT_SCHEDULE = {
     "record-heartbeat": {
@@ -202,6 +207,9 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Celery treats 0 as "use the 300 s default": say so instead.
+if not 0 < CELERY_BEAT_MAX_LOOP_INTERVAL < float("inf"):
+    raise ImproperlyConfigured("CELERY_BEAT_MAX_LOOP_INTERVAL must be a positive number.")
 if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
     raise ImproperlyConfigured(
         "CELERY_TASK_SOFT_TIME_LIMIT must be lower than CELERY_TASK_TIME_LIMIT."
