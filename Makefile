@@ -4,6 +4,9 @@ ENV ?= dev
 MAX_LOG_STREAMS ?= 100
 PYTHON := .venv/bin/python
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+# cdk8s-cli's npm upgrade check prints a stack trace offline; .npmrc turns it
+# off for a bare `npx cdk8s synth`, this for npm versions that ignore node-options.
+export CDK8S_CHECK_UPGRADE := false
 
 # The kind cluster of kind/cluster.yaml. dev always talks to it; other envs
 # use your current kubectl context (or CONTEXT=...).
