@@ -39,8 +39,9 @@ synth: setup ## Render every env into dist/<env>/ with `cdk8s synth`
 render: setup ## Render one env only: make render ENV=prod
 	$(PYTHON) -O main.py --env $(ENV)
 
-test: ## Install everything the tests need, then run them all
+test: ## Install everything the tests need (pinned CRDs into .cache/crds), then run them all
 	@bash scripts/setup.sh test
+	@$(PYTHON) scripts/crds.py --fetch >/dev/null
 	$(PYTHON) -m pytest
 
 test-runtime: ## Only the tests on the images' runtimes (Python 3.13, PostgreSQL 18, Valkey 9, Prometheus 3)
@@ -53,7 +54,7 @@ lint: ## ruff, mypy and shellcheck
 	$(PYTHON) -m mypy
 	shellcheck $(SHELL_SCRIPTS)
 
-imports: setup ## Regenerate imports/ offline (K8S_VERSION=1.33.0, CRDS_DIR=../shared/crds)
+imports: setup ## Regenerate imports/ offline (K8S_VERSION=1.33.0, CRDS_DIR=dir of the CRD files)
 	$(PYTHON) scripts/gen_imports.py $(if $(K8S_VERSION),--k8s-version $(K8S_VERSION)) $(if $(CRDS_DIR),--crds-dir $(CRDS_DIR))
 
 preview: setup ## Render the preview of a pull request: make preview PR=123 [TAG=<image tag>]

@@ -4,7 +4,7 @@
 importer the Kubernetes JSON schema that the PyPI package kubernetes-validate
 ships, converted to the draft-04 "definitions" layout the importer expects.
 CRD classes come from the upstream CRD files (located by --crds-dir, default
-../shared/crds, or $VIBEARENA_CRDS_DIR); `cdk8s import` reads local files.
+$VIBEARENA_CRDS_DIR, ../shared/crds or .cache/crds); `cdk8s import` reads local files.
 
 The output is deterministic: running this twice gives the same bytes
 (tests/test_imports.py checks the committed tree against imports/SOURCE.json).
@@ -75,8 +75,12 @@ CRD_GROUPS: dict[str, list[str]] = {
 
 
 def default_crds_dir() -> Path:
+    """Where scripts/crds.py looks: $VIBEARENA_CRDS_DIR, ../shared/crds, else .cache/crds."""
     configured = os.environ.get("VIBEARENA_CRDS_DIR")
-    return Path(configured) if configured else ROOT.parent / "shared" / "crds"
+    if configured:
+        return Path(configured)
+    shared = ROOT.parent / "shared" / "crds"
+    return shared if shared.is_dir() else ROOT / ".cache" / "crds"
 
 
 def k8s_schema_path(version: str) -> Path:

@@ -2,15 +2,15 @@
 
 Built-in kinds use the Kubernetes schemas that kubernetes-validate ships (the
 `-strict` variants reject unknown fields). Custom resources use the
-openAPIV3Schema of their CRD file, located like scripts/gen_imports.py does
-(VIBEARENA_CRDS_DIR, default ../shared/crds).
+openAPIV3Schema of the pinned CRD files (scripts/crd-pins.txt), found and
+verified by scripts/crds.py ($VIBEARENA_CRDS_DIR, ../shared/crds or .cache/crds).
+Only pinned files are read, so a test cannot pass on a file a clone lacks.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import kubernetes_validate
 import yaml
 from referencing import Registry, Resource
 
-from tests.support.manifests import ROOT
+from scripts import crds
 
 # Oldest and newest Kubernetes minor versions we support (README: "Supported
 # Kubernetes versions").
@@ -28,9 +28,10 @@ OLDEST, NEWEST = "1.33", "1.37"
 SCHEMA_ROOT = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
 
 
+@functools.cache
 def crds_dir() -> Path:
-    configured = os.environ.get("VIBEARENA_CRDS_DIR")
-    return Path(configured) if configured else ROOT.parent / "shared" / "crds"
+    """The verified CRD directory; raises crds.CrdsUnavailableError with one line if there is none."""
+    return crds.locate()
 
 
 @functools.cache
@@ -53,10 +54,11 @@ def _k8s_validator(version: str, kind: str, api_version: str) -> jsonschema.prot
 
 @functools.cache
 def _crd_index() -> dict[tuple[str, str], dict[str, Any]]:
-    """{(apiVersion, kind): openAPIV3Schema} for every CRD file found."""
+    """{(apiVersion, kind): openAPIV3Schema} for every pinned CRD file."""
     index: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in sorted(crds_dir().rglob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
+    directory = crds_dir()
+    for pin in crds.pins():
+        for doc in yaml.safe_load_all((directory / pin.local).read_text()):
             if not doc or doc.get("kind") != "CustomResourceDefinition":
                 continue
             spec = doc["spec"]
@@ -93,7 +95,8 @@ def validate_custom(obj: dict[str, Any]) -> list[str]:
     if schema is None and (obj["apiVersion"], obj["kind"]) in UNVENDORED_KINDS:
         return []
     if schema is None:
-        raise LookupError(f"no CRD for {obj['apiVersion']} {obj['kind']} under {crds_dir()}")
+        raise LookupError(f"no CRD for {obj['apiVersion']} {obj['kind']} among the pinned files "
+                          "(add its pin to scripts/crd-pins.txt)")
     # CRD schemas are OpenAPI v3 (draft 4 style); unknown fields are pruned by
     # the API server, so reject them here to catch typos.
     strict = _no_unknown_fields(schema)
