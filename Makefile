@@ -23,8 +23,8 @@ LOG_SELECTOR = $(if $(C),app.kubernetes.io/name=$(C),app.kubernetes.io/part-of=v
 SHELL_SCRIPTS = $(wildcard scripts/*.sh kind/*.sh backup/bin/*)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup synth render preview test test-runtime lint imports bench up down logs rebuild diff secrets certs migrate \
-	createsuperuser grafana minio-console backup-now restore smoke topology footprint plan
+.PHONY: help setup synth render preview test test-runtime lint imports bench up down logs rebuild diff secrets \
+	certs migrate createsuperuser grafana minio-console backup-now restore smoke topology footprint plan validate
 
 help: ## List the tasks
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -47,6 +47,11 @@ test: ## Install everything the tests need (pinned CRDs into .cache/crds), then 
 test-runtime: ## Only the tests on the images' runtimes (Python 3.13, PostgreSQL 18, Valkey 9, Prometheus 3)
 	@bash scripts/setup.sh test
 	$(PYTHON) -m pytest -m runtime
+
+validate: ## Check dist/ offline: strict schemas (1.33, 1.37), CRDs, policy rules: make validate [DIRS=dist/prod]
+	@bash scripts/setup.sh validate
+	@$(PYTHON) scripts/crds.py --fetch >/dev/null
+	$(PYTHON) scripts/validate.py $(DIRS)
 
 lint: ## ruff, mypy and shellcheck
 	@bash scripts/setup.sh test

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a fresh machine (Debian, Python >= 3.11, Node >= 20).
 #   scripts/setup.sh synth   Python venv + cdk8s CLI: enough to render
+#   scripts/setup.sh validate  also the test libraries (make validate runs the policy tests)
 #   scripts/setup.sh test    also the servers and tools the tests run for real
 # Each step is skipped when its inputs have not changed since the last run.
 set -euo pipefail
@@ -94,8 +95,12 @@ step bytecode "imports/SOURCE.json" .venv/bin/python -m compileall -q -o 0 -o 1 
 
 if [[ "$mode" == test ]]; then
   step apt "scripts/setup.sh" apt_packages
+fi
+if [[ "$mode" == test || "$mode" == validate ]]; then
   step python-test "requirements.txt requirements-dev.txt app/requirements.txt constraints.txt" \
     venv .venv -r requirements-dev.txt -c constraints.txt
+fi
+if [[ "$mode" == test ]]; then
   step checkov "requirements-checkov.txt" venv .venv-checkov -r requirements-checkov.txt
   runtime_roots
 fi
