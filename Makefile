@@ -88,18 +88,8 @@ rebuild: ## dev: rebuild and reload the app and backup images, restart api, work
 smoke: ## Wait for every workload, then call the API through the Ingress: make smoke ENV=stage
 	$(SMOKE)
 
-diff: setup ## Rendered diff of ENV against git HEAD, or of two envs: make diff ENV=stage OTHER=prod
-	@set -eu; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	if [ -n "$(OTHER)" ]; then \
-		$(PYTHON) -O main.py --env $(ENV) --env $(OTHER) --out "$$tmp/new" >/dev/null; \
-		old="$$tmp/new/$(ENV)"; new="$$tmp/new/$(OTHER)"; \
-	else \
-		$(PYTHON) -O main.py --env $(ENV) --out "$$tmp/new" >/dev/null; \
-		mkdir -p "$$tmp/head"; git archive HEAD "dist/$(ENV)" | tar -x -C "$$tmp/head"; \
-		old="$$tmp/head/dist/$(ENV)"; new="$$tmp/new/$(ENV)"; \
-	fi; \
-	status=0; diff -ru "$$old" "$$new" || status=$$?; \
-	[ "$$status" -le 1 ] && { [ "$$status" = 0 ] && echo "no differences"; true; }
+diff: setup ## Rendered diff of ENV against git HEAD, or of two envs with env names as placeholders: make diff ENV=stage OTHER=prod
+	@$(PYTHON) scripts/envdiff.py $(ENV) $(OTHER)
 
 # make plan: the deployed side is dist/$(ENV) at BASE, or a live cluster only
 # when CONTEXT is given on the command line or in the environment (dev's

@@ -1,0 +1,97 @@
+"""`make diff ENV=stage OTHER=prod` (scripts/envdiff.py): real differences, not env names."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from scripts.envdiff import Names, diff_trees, names_of, normalised_diff, read_tree
+from tests.support.manifests import ENV_DIR, ROOT
+
+DIST = ROOT / "dist"
+
+
+def changed(lines: list[str]) -> list[str]:
+    return [line for line in lines if line[:1] in "+-" and not line.startswith(("+++ ", "--- "))]
+
+
+@pytest.fixture(scope="module")
+def stage_prod() -> list[str]:
+    return normalised_diff(DIST / "stage", names_of(ENV_DIR, "stage"), DIST / "prod", names_of(ENV_DIR, "prod"))
+
+
+def test_env_names_are_gone_from_the_stage_prod_diff(stage_prod):
+    text = "".join(stage_prod)
+    # The names as written in env/stage.yaml and env/prod.yaml.
+    for name in ("vibearena-stage", "vibearena-prod", "stage.vibearena.example.com", "env/stage.yaml"):
+        assert name not in text, name
+    raw = changed(list(diff_trees(read_tree(DIST / "stage"), read_tree(DIST / "prod"), "stage", "prod")))
+    assert len(changed(stage_prod)) * 5 < len(raw), (len(changed(stage_prod)), len(raw))
+
+
+def test_real_differences_still_show(stage_prod):
+    lines = changed(stage_prod)
+    # env/prod.yaml: autoscaling {min_replicas: 3, max_replicas: 10}; stage has no HPA.
+    assert "+kind: HorizontalPodAutoscaler\n" in lines
+    assert "+  minReplicas: 3\n" in lines and "+  maxReplicas: 10\n" in lines
+    # env/prod.yaml: api resources cpu_limit "2" against the default 1.
+    assert "-            cpu: '1'\n" in lines and "+            cpu: '2'\n" in lines
+    # stage uses Let's Encrypt staging (env/stage.yaml: acme_server: letsencrypt-staging).
+    assert "-    server: https://acme-staging-v02.api.letsencrypt.org/directory\n" in lines
+
+
+def test_headers_name_the_envs_not_temporary_paths(stage_prod):
+    headers = [line for line in stage_prod if line.startswith(("--- ", "+++ "))]
+    assert headers
+    for header in headers:
+        assert re.fullmatch(r"(--- stage|\+\+\+ prod)/\d\d-[a-z-]+\.yaml\n", header), header
+
+
+def test_a_value_that_names_the_other_env_still_shows(tmp_path):
+    prod = tmp_path / "prod"
+    shutil.copytree(DIST / "prod", prod)
+    config = prod / "00-config.yaml"
+    assert config.read_text().count("key: vibearena/prod") >= 1
+    config.write_text(config.read_text().replace("key: vibearena/prod", "key: vibearena/stage", 1))
+    lines = changed(normalised_diff(DIST / "stage", names_of(ENV_DIR, "stage"), prod, names_of(ENV_DIR, "prod")))
+    assert "+      key: vibearena/stage\n" in lines, [line for line in lines if "key:" in line]
+
+
+def test_words_that_contain_the_env_name_are_kept():
+    dev = Names(env="dev", namespace="vibearena-dev", instance="vibearena-dev", domain="vibearena.localhost")
+    assert dev.normalise("mountPath: /dev/shm") == "mountPath: /dev/shm"
+    assert dev.normalise("name: rw-dev-shm") == "name: rw-dev-shm"
+    assert dev.normalise("image: vibearena/api:dev") == "image: vibearena/api:dev"
+    assert dev.normalise("from env/dev.yaml") == "from env/<env>.yaml"
+    assert dev.normalise("https://vibearena.localhost/api") == "https://<domain>/api"
+
+
+def test_any_profile_name_is_normalised_not_just_the_three():
+    preview = Names(env="pr-42", namespace="shop-pr-42", instance="vibearena-pr-42", domain="pr-42.example.org")
+    text = ("namespace: shop-pr-42\napp.kubernetes.io/instance: vibearena-pr-42\nhost: api.pr-42.example.org\n"
+            "key: vibearena/pr-42\nvalue: config.settings.pr-42\n")
+    assert preview.normalise(text) == ("namespace: <namespace>\napp.kubernetes.io/instance: <instance>\n"
+                                       "host: api.<domain>\nkey: vibearena/<env>\nvalue: config.settings.<env>\n")
+
+
+@pytest.mark.slow
+def test_the_command_renders_both_and_prints_the_normalised_diff():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "envdiff.py"), "stage", "prod"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "+kind: HorizontalPodAutoscaler" in result.stdout
+    assert "vibearena-prod" not in result.stdout and "/tmp" not in result.stdout and "envdiff-" not in result.stdout
+    assert re.fullmatch(r"envdiff: \d+ changed lines\n", result.stderr), result.stderr
+
+
+def test_an_unknown_env_is_one_line_and_exit_2():
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "envdiff.py"), "stage", "nope"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "nope" in result.stderr and result.stdout == ""
+
