@@ -24,7 +24,7 @@ SHELL_SCRIPTS = $(wildcard scripts/*.sh kind/*.sh backup/bin/*)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup synth render preview test test-runtime lint imports bench up down logs rebuild diff secrets \
-	certs migrate createsuperuser grafana minio-console backup-now restore smoke topology footprint plan validate
+	certs migrate createsuperuser grafana minio-console backup-now restore smoke topology footprint plan validate bench-backup
 
 help: ## List the tasks
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -68,6 +68,10 @@ preview: setup ## Render the preview of a pull request: make preview PR=123 [TAG
 
 bench: setup ## Measure rendering speed (bench/synth.py)
 	$(PYTHON) bench/synth.py
+
+bench-backup: ## Time backup and restore on a seeded database; pass or fail against the 1.3x target
+	@bash scripts/setup.sh test
+	$(PYTHON) bench/backup.py
 
 # --- the dev cluster (kind) and day-to-day operations ---------------------
 

@@ -163,7 +163,16 @@ def main() -> int:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
-    return 0 if ratio <= TARGET_RATIO else 1
+    passed, line = verdict(ratio)
+    print(line)
+    return 0 if passed else 1
+
+
+def verdict(ratio: float) -> tuple[bool, str]:
+    """The bench's target: the whole backup job costs at most TARGET_RATIO x a bare pg_dump."""
+    passed = ratio <= TARGET_RATIO
+    return passed, (f"backup bench: {'pass' if passed else 'FAIL'}: pg-backup takes {ratio:.2f}x a bare pg_dump "
+                    f"(target <= {TARGET_RATIO}x)")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,11 @@ class Amount:
         return Amount(max(self.cpu, other.cpu), max(self.memory, other.memory))
 
 
+# What the dev stack may request at its peak on a laptop's kind cluster
+# (README, "Quick start: dev on kind"; tests/test_footprint.py holds it too).
+BUDGETS = {"dev": Amount(cpu=1.5, memory=2 * 2**30)}
+
+
 def container_amount(container: Mapping[str, Any], kind: str) -> Amount:
     values = (container.get("resources") or {}).get(kind) or {}
     return Amount(*(parse_quantity(str(values[r])) if r in values else 0.0 for r in RESOURCES))
@@ -165,21 +170,51 @@ def mib(value: float) -> str:
 
 
 def table(env: str, found: Sequence[Row]) -> str:
-    header = f"{'component':<13} {'kind':<11} {'name':<22} {'pods':>4} {'cpu req':>8} {'mem req':>8} " \
-             f"{'cpu lim':>8} {'mem lim':>8}  scaling"
-    lines = [f"== {env}", header, "-" * len(header)]
-    for row in found:
-        lines.append(f"{row.component:<13} {row.kind:<11} {row.name:<22} {row.replicas:>4} "
-                     f"{cpu(row.total_requests.cpu):>8} {mib(row.total_requests.memory):>8} "
-                     f"{cpu(row.total_limits.cpu):>8} {mib(row.total_limits.memory):>8}  {row.scaling}")
+    """Columns as wide as their longest cell, so long names keep the numbers aligned."""
     total = totals(found)
-    lines.append("-" * len(header))
-    lines.append(f"{'steady (long-running pods)':<52} {cpu(total.steady.cpu):>8} {mib(total.steady.memory):>8} "
-                 f"{cpu(total.steady_limits.cpu):>8} {mib(total.steady_limits.memory):>8}")
-    lines.append(f"{'+ batch peak (one-shot Jobs or one CronJob)':<52} {cpu(total.batch_peak.cpu):>8} "
-                 f"{mib(total.batch_peak.memory):>8}")
-    lines.append(f"{'= peak requests':<52} {cpu(total.peak.cpu):>8} {mib(total.peak.memory):>8}")
+    titles = ("component", "kind", "name", "pods", "cpu req", "mem req", "cpu lim", "mem lim")
+    cells = [(r.component, r.kind, r.name, str(r.replicas), cpu(r.total_requests.cpu), mib(r.total_requests.memory),
+              cpu(r.total_limits.cpu), mib(r.total_limits.memory)) for r in found]
+    summary = [
+        ("steady (long-running pods)", cpu(total.steady.cpu), mib(total.steady.memory),
+         cpu(total.steady_limits.cpu), mib(total.steady_limits.memory)),
+        ("+ batch peak (one-shot Jobs or one CronJob)", cpu(total.batch_peak.cpu), mib(total.batch_peak.memory),
+         "", ""),
+        ("= peak requests", cpu(total.peak.cpu), mib(total.peak.memory), "", ""),
+    ]
+    # Number columns at least 8 wide: a gap between neighbours, as before.
+    widths = [max(len(row[i]) for row in [titles, *cells]) for i in range(len(titles))]
+    widths[4:] = [max(width, 8) for width in widths[4:]]
+    numbers = widths[4:]
+    # The summary label spans the text columns and the pod count.
+    label_width = max(sum(widths[:4]) + 3, *(len(line[0]) for line in summary))
+    widths[2] += label_width - (sum(widths[:4]) + 3)
+
+    def line(row: Sequence[str], scaling: str = "") -> str:
+        text = " ".join(f"{cell:<{width}}" for cell, width in zip(row[:3], widths[:3], strict=True))
+        text += " " + " ".join(f"{cell:>{width}}" for cell, width in zip(row[3:], widths[3:], strict=True))
+        return f"{text}  {scaling}".rstrip()
+
+    header = line(titles, "scaling")
+    rule = "-" * len(header)
+    lines = [f"== {env}", header, rule]
+    lines += [line(row, r.scaling) for row, r in zip(cells, found, strict=True)]
+    lines.append(rule)
+    for label, *values in summary:
+        lines.append((f"{label:<{label_width}} " + " ".join(
+            f"{value:>{width}}" for value, width in zip(values, numbers, strict=True))).rstrip())
     return "\n".join(lines)
+
+
+def verdict(env: str, found: Sequence[Row]) -> tuple[bool, str] | None:
+    """Pass or fail of the env's peak requests against its budget, if it has one."""
+    budget = BUDGETS.get(env)
+    if budget is None:
+        return None
+    peak = totals(found).peak
+    ok = peak.cpu <= budget.cpu and peak.memory <= budget.memory
+    return ok, (f"{env} budget: {'pass' if ok else 'FAIL'}: peak requests {cpu(peak.cpu)} CPU, {mib(peak.memory)} "
+                f"(target <= {cpu(budget.cpu)}, {mib(budget.memory)})")
 
 
 def from_dist(env: str, dist: Path = ROOT / "dist") -> list[Obj]:
@@ -201,13 +236,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     envs = args.envs or sorted(p.stem for p in (ROOT / "env").glob("*.yaml"))
     manifests = from_build(envs) if args.build else {env: from_dist(env) for env in envs}
+    failed = False
     for env in envs:
         if not manifests[env]:
             print(f"footprint: dist/{env} is empty; run `make synth` or pass --build", file=sys.stderr)
             return 2
-        print(table(env, rows(manifests[env])))
+        found = rows(manifests[env])
+        print(table(env, found))
+        checked = verdict(env, found)
+        if checked:
+            print(checked[1])
+            failed = failed or not checked[0]
         print()
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.footprint import Amount, Row, pod_amount, rows, table, totals
+from bench.footprint import BUDGETS, Amount, Row, pod_amount, rows, table, totals, verdict
 
 BUDGET = Amount(cpu=1.5, memory=2 * 2**30)
 
@@ -103,3 +103,36 @@ def test_keda_scaled_workers_count_at_their_minimum():
     assert (found["worker-default"].replicas, found["worker-default"].scaling) == (2, "keda 2..10")
     assert (found["worker-idle"].replicas, found["worker-idle"].scaling) == (0, "keda 0..100")
     assert totals(list(found.values())).steady.cpu == pytest.approx(0.4)
+
+
+def test_columns_stay_aligned_with_long_names() -> None:
+    long_name = "ensure-bucket-0-1-0-a2ac02-and-a-much-longer-suffix"
+    found = [
+        Row("object-store-with-a-long-name", "Job", long_name, 1, "", Amount(0.1, 128 * 2**20),
+            Amount(1.0, 512 * 2**20)),
+        Row("web", "Deployment", "api", 3, "hpa 3..10", Amount(0.5, 512 * 2**20), Amount(2.0, 1024 * 2**20)),
+    ]
+    lines = table("dev", found).splitlines()
+    header = lines[1]
+    ends = {title: header.index(title) + len(title) for title in ("pods", "cpu req", "mem req", "cpu lim", "mem lim")}
+    job = next(line for line in lines if long_name in line)
+    api = next(line for line in lines if line.startswith("web "))
+    # Right-aligned numbers end where their column title ends, on every line.
+    for line, expected in ((job, ("1", "100m", "128Mi", "1000m", "512Mi")),
+                           (api, ("3", "1500m", "1536Mi", "6000m", "3072Mi"))):
+        for (title, end), value in zip(ends.items(), expected, strict=True):
+            assert line[:end].endswith(" " + value), (title, line)
+    peak = next(line for line in lines if line.startswith("= peak requests"))
+    # Steady api 1500m + the Job's 100m as the batch peak.
+    assert peak[:ends["cpu req"]].endswith(" 1600m") and peak[:ends["mem req"]].endswith(" 1664Mi"), peak
+    assert long_name in job and job.index(long_name) == header.index("name")
+
+
+def test_footprint_says_pass_or_fail_against_the_dev_budget(manifests) -> None:
+    assert BUDGETS["dev"] == BUDGET, "the printed target and this test's budget must agree"
+    passed, line = verdict("dev", rows(manifests["dev"]))
+    assert passed and line.startswith("dev budget: pass: "), line
+    heavy = Row("web", "Deployment", "api", 4, "", Amount(0.5, 512 * 2**20), Amount(1.0, 512 * 2**20))
+    passed, line = verdict("dev", [heavy])
+    assert not passed and line == "dev budget: FAIL: peak requests 2000m CPU, 2048Mi (target <= 1500m, 2048Mi)"
+    assert verdict("stage", [heavy]) is None
