@@ -12,7 +12,7 @@ runs the checks of `make test` over files instead, for an edited or reviewed
 
 One line per problem; exit 1 if any, 2 if the input or the CRD files are missing.
 
-usage: scripts/validate.py [DIR ...]    (default: every directory under dist/)
+usage: scripts/validate.py [DIR ...]    (default: every directory of YAML files under dist/)
 """
 
 from __future__ import annotations
@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dirs", nargs="*", type=Path, help="rendered directories (default: dist/*/)")
     args = parser.parse_args(argv)
-    directories = args.dirs or sorted(p for p in (ROOT / "dist").iterdir() if p.is_dir())
+    # Every directory with rendered files: dist/<env>, dist/argocd, dist/previews/pr-N.
+    directories = args.dirs or sorted(p for p in (ROOT / "dist").rglob("*") if p.is_dir() and any(p.glob("*.yaml")))
     for directory in directories:
         if not directory.is_dir() or not any(directory.glob("*.yaml")):
             print(f"validate: {shown(directory)}: no rendered YAML files here", file=sys.stderr)
