@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from scripts.envdiff import Names, diff_trees, names_of, normalised_diff, read_tree
+from scripts.envdiff import Names, diff_trees, head_tree, names_of, normalised_diff, read_tree
 from tests.support.manifests import ENV_DIR, ROOT
 
 DIST = ROOT / "dist"
@@ -95,3 +95,12 @@ def test_an_unknown_env_is_one_line_and_exit_2():
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "nope" in result.stderr and result.stdout == ""
 
+
+
+def test_against_head_the_headers_name_the_commit_and_the_file():
+    committed = head_tree("prod")
+    assert "minReplicas: 3" in committed["06-web.yaml"]  # env/prod.yaml: autoscaling.min_replicas
+    edited = {**committed, "06-web.yaml": committed["06-web.yaml"].replace("minReplicas: 3", "minReplicas: 4", 1)}
+    lines = list(diff_trees(committed, edited, "HEAD:dist/prod", "dist/prod"))
+    assert lines[:2] == ["--- HEAD:dist/prod/06-web.yaml\n", "+++ dist/prod/06-web.yaml\n"]
+    assert changed(lines) == ["-  minReplicas: 3\n", "+  minReplicas: 4\n"]
