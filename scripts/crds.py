@@ -93,7 +93,10 @@ def locate(*, fetch: bool = False) -> Path:
         if not found:
             return CACHE_DIR
         reasons.append(_summary(found))
-    raise CrdsUnavailableError(f"CRD files for the tests are missing or changed ({'; '.join(reasons)}): {HOW_TO_GET}")
+    configured = os.environ.get(ENV_VAR)
+    how = (f"fill it with `scripts/fetch_crds.sh {configured}` (needs HTTPS access to raw.githubusercontent.com) "
+           f"or unset {ENV_VAR}") if configured else HOW_TO_GET
+    raise CrdsUnavailableError(f"CRD files for the tests are missing or changed ({'; '.join(reasons)}): {how}")
 
 
 def _summary(found: list[str]) -> str:
