@@ -472,8 +472,8 @@ class CnpgConfig:
     wal_storage: Storage = field(default_factory=lambda: Storage(size="4Gi"))
     # Where the operator runs: it calls each instance's status port and 5432.
     operator_namespace: str = check(dns_label, default="cnpg-system")
-    operator_pod_labels: Mapping[str, str] = field(
-        default_factory=lambda: frozen_map(**{"app.kubernetes.io/name": "cloudnative-pg"}))
+    operator_pod_labels: Mapping[str, str] = check(label_map(required=True), factory=lambda: frozen_map(
+        **{"app.kubernetes.io/name": "cloudnative-pg"}))
     # The instance manager in every pod watches its Cluster through the API
     # server: `kubectl get endpointslices -n default -l kubernetes.io/service-name=kubernetes`.
     api_server_cidr: str = check(cidr)
@@ -496,8 +496,6 @@ class CnpgConfig:
                              "the recovered cluster must not archive into the archive it restores from")
         if self.recovery.enabled and self.backup is None:
             raise ValueError("recovery.enabled needs backup (the object store holding the archive)")
-        if not self.operator_pod_labels:
-            raise ValueError("operator_pod_labels must name at least one label")
 
 
 POSTGRES_MIN_MEMORY = 128 * MiB

@@ -101,7 +101,9 @@ def with_values(*changes: tuple[tuple[str | int, ...], Any]) -> str:
     the base does not have is filled with the model's defaults first, so only
     the one value changes."""
     data = json.loads(json.dumps(BASE))
-    for path, value in changes:
+    implied = [MODE_OF_SECTION[path[:2]] for path, _value in changes
+               if path[:2] in MODE_OF_SECTION]
+    for path, value in [*implied, *changes]:
         node: Any = data
         for depth, (part, following) in enumerate(itertools.pairwise(path)):
             if isinstance(part, int):
@@ -152,6 +154,17 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "EmailReceiver": {"to": "ops@example.com", "sender": "alerts@example.com", "smarthost": "smtp.example.com:587"},
     "Toleration": {"key": "dedicated", "operator": "Equal", "value": "batch", "effect": "NoSchedule"},
     "PlanAcknowledgement": {"object": "StatefulSet/postgres", "risk": "downtime", "reason": "planned maintenance"},
+    "CnpgConfig": {"api_server_cidr": "172.18.0.2/32"},
+    "CnpgBackup": {"endpoint": "https://s3.example.com", "bucket": "pg-archive"},
+    "ExternalPostgres": {"host": "db.example.com", "cidr": "10.0.0.0/16", "ca": {"name": "db-ca"}},
+    "ExternalRedis": {"host": "cache.example.com", "cidr": "10.0.0.0/16"},
+    "CaBundle": {"name": "db-ca"},
+}
+# Sections that exist only in one mode: a case inside one also sets the mode.
+MODE_OF_SECTION: dict[tuple[str, ...], tuple[tuple[str, ...], str]] = {
+    ("postgres", "cnpg"): (("postgres", "mode"), "cnpg"),
+    ("postgres", "external"): (("postgres", "mode"), "external"),
+    ("redis", "external"): (("redis", "mode"), "external"),
 }
 
 
