@@ -2,7 +2,9 @@
 
 scripts/runtime-images.sh builds the image with podman (stand-in base from the
 trixie root, so every Dockerfile step runs). Each container here is started the
-way dist/prod renders it: command, env (secrets replaced by test values,
+way dist/stage renders it (stage runs the Postgres StatefulSet; prod's
+CloudNativePG clients need the cluster's TLS CA, which no server here has):
+command, env (secrets replaced by test values,
 service addresses by the loopback servers), runAsUser/runAsGroup, read-only
 root filesystem with the emptyDir mounts as tmpfs, dropped capabilities, no
 privilege escalation, working directory. The rendered probes run against it:
@@ -36,13 +38,13 @@ from tests.support.roots import REPO, require_roots, root_runtime
 pytestmark = [pytest.mark.runtime, pytest.mark.slow]
 IMAGES = REPO / "scripts" / "runtime-images.sh"
 APP_IMAGE = "localhost/vibearena-app:test"
-DIST = REPO / "dist" / "prod"
+DIST = REPO / "dist" / "stage"
 # The kubelet calls probes on the pod IP, with that as the Host header.
 PROBE_HOST = "10.244.0.9"
 
 
 def rendered(file: str, kind: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(pod spec, first container) of a rendered workload in dist/prod; a Job's
+    """(pod spec, first container) of a rendered workload in DIST; a Job's
     name may carry the release suffix (migrate-0-1-0-...)."""
     docs = [d for d in yaml.safe_load_all((DIST / file).read_text()) if d]
     (owner,) = [d for d in docs if d["kind"] == kind
@@ -261,7 +263,7 @@ def test_worker_runs_the_task_beat_sends_and_both_pass_their_probes(migrated, co
         result = exec_probe(beat_started, beat[probe]["exec"]["command"])
         assert result.returncode == 0, f"beat {probe}: {result.stderr}"
     # Beat's probe over more than its window, compressed: 2 s ticks and an 8 s
-    # window (prod: 60 s and 900 s), checked 20 s after the first heartbeat.
+    # window (rendered: 60 s and 180 s), checked 20 s after the first heartbeat.
     time.sleep(20)
     rendered_probe = beat["livenessProbe"]["exec"]["command"]
     command = [arg if not arg.startswith("--max-age=") else "--max-age=8" for arg in rendered_probe]
