@@ -120,24 +120,15 @@ class External:
         return resolved
 
 
-def need(factory: Any) -> Any:
-    try:
-        return factory()
-    except services.MissingBinaryError as err:
-        if CI:
-            raise
-        pytest.skip(str(err))
-
-
 @pytest.fixture(scope="module")
 def external(tmp_path_factory: pytest.TempPathFactory) -> Iterator[External]:
-    redis_server = need(services.find_redis_server)
+    redis_server = services.need(services.find_redis_server)
     certs = tmp_path_factory.mktemp("certs")
     certs.chmod(0o755)
     ca_key, ca_cert, ca_path = make_ca(certs, "test-ca")
     _, _, wrong_ca = make_ca(certs, "other-ca")
     manager = services.postgres_server()
-    pg = need(manager.__enter__)
+    pg = services.need(manager.__enter__)
     redis_process = None
     account = app_account()
     tmp = services.make_temp_dir("exttest-", account)

@@ -53,15 +53,6 @@ SECRET = {
 CI = bool(os.environ.get("CI"))
 
 
-def need(factory: Any) -> Any:
-    try:
-        return factory()
-    except services.MissingBinaryError as err:
-        if CI:
-            raise
-        pytest.skip(str(err))
-
-
 @dataclass
 class Tier:
     objects: list[dict[str, Any]]
@@ -98,7 +89,7 @@ class Tier:
 
 def start_valkey(objects: list[dict[str, Any]], tmp: Path) -> tuple[subprocess.Popen[str], int]:
     """The rendered Valkey config and start command, run by redis-server."""
-    redis_server = need(services.find_redis_server)
+    redis_server = services.need(services.find_redis_server)
     conf = one(objects, "ConfigMap", "redis-config")["data"]["valkey.conf"]
     command = pod_container(one(objects, "StatefulSet", "redis"), "redis")["command"]
     assert command[:2] == ["sh", "-c"]
@@ -133,7 +124,7 @@ def tier(manifests: dict[str, list[dict[str, Any]]], tmp_path_factory: pytest.Te
     superuser = pod_container(one(objects, "StatefulSet", "postgres"), "postgres")
     superuser_name = next(v["value"] for v in superuser["env"] if v["name"] == "POSTGRES_USER")
     manager = services.postgres_server()
-    pg = need(manager.__enter__)
+    pg = services.need(manager.__enter__)
     valkey = None
     account = app_account()
     tmp = services.make_temp_dir("pwtest-", account)

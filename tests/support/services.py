@@ -576,3 +576,15 @@ def s3_server() -> Iterator[S3Server]:
             yield server
     finally:
         shutil.rmtree(base_dir, ignore_errors=True)
+
+
+def need(factory: Callable[[], Any]) -> Any:
+    """factory(), or skip the test when its server binary is missing (never in CI)."""
+    try:
+        return factory()
+    except MissingBinaryError as err:
+        if os.environ.get("CI"):
+            raise
+        import pytest
+
+        pytest.skip(str(err))
