@@ -3,6 +3,8 @@ ENV ?= dev
 # kubectl refuses to follow more log streams than this (pods x containers).
 MAX_LOG_STREAMS ?= 100
 PYTHON := .venv/bin/python
+# One pytest worker per core (pytest-xdist); PYTEST_JOBS= runs in one process.
+PYTEST_JOBS ?= -n auto --dist worksteal
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 # cdk8s-cli's npm upgrade check prints a stack trace offline; .npmrc turns it
 # off for a bare `npx cdk8s synth`, this for npm versions that ignore node-options.
@@ -42,11 +44,11 @@ render: setup ## Render one env only: make render ENV=prod
 test: ## Install everything the tests need (pinned CRDs into .cache/crds), then run them all
 	@bash scripts/setup.sh test
 	@$(PYTHON) scripts/crds.py --fetch >/dev/null
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest $(PYTEST_JOBS)
 
 test-runtime: ## Only the tests on the images' runtimes (Python 3.13, PostgreSQL 18, Valkey 9, Prometheus 3)
 	@bash scripts/setup.sh test
-	$(PYTHON) -m pytest -m runtime
+	$(PYTHON) -m pytest -m runtime $(PYTEST_JOBS)
 
 validate: ## Check dist/ offline: strict schemas (1.33, 1.37), CRDs, policy rules: make validate [DIRS=dist/prod]
 	@bash scripts/setup.sh validate

@@ -1442,6 +1442,15 @@ def check_profile_set(env_dir: Path, profiles: Sequence[Profile]) -> None:
             raise ProfileError(env_dir / f"{PREVIEW_BASE}.yaml",
                                f"previews must not read the secrets of env/{profile.name}.yaml "
                                f"({preview.secrets.remote_key!r}); give them their own entry", "secrets.remote_key")
+    # dist/argocd holds one AppProject: every env Argo CD manages names the same one.
+    managed = [profile for profile in profiles if profile.argocd.enabled]
+    for profile in managed[1:]:
+        for key in ("project", "namespace"):
+            first, value = getattr(managed[0].argocd, key), getattr(profile.argocd, key)
+            if value != first:
+                raise ProfileError(env_dir / f"{profile.name}.yaml",
+                                   f"must be the same in every env Argo CD manages: env/{managed[0].name}.yaml "
+                                   f"has {first!r} (got {value!r})", f"argocd.{key}")
     clash = secret_stores_apart([*profiles, *([preview] if preview else [])])
     if clash:
         env, key, message = clash

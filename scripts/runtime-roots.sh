@@ -44,7 +44,8 @@ mirror() {
 }
 
 inputs_hash() {
-  { sed -n '/^# >>> setup/,/^# <<< setup/p' "$script"; cat "$repo/app/requirements.txt" "$repo/requirements-dev.txt"; } |
+  # Only the pins a root installs: other test tools (pytest-xdist...) change nothing in it.
+  { sed -n '/^# >>> setup/,/^# <<< setup/p' "$script"; cat "$repo/app/requirements.txt"; test_tool_pins; } |
     sha256sum | cut -d' ' -f1
 }
 

@@ -87,14 +87,23 @@ command -v node >/dev/null || { log "Node.js >= 20 is required (22+ recommended)
 
 step python-synth "requirements.txt" venv .venv -r requirements.txt
 step node "package.json package-lock.json" npm ci --no-audit --no-fund --loglevel=error
-# imports/ is 5 MB of generated Python. Where PYTHONDONTWRITEBYTECODE is set
-# (CI images, many containers) Python would compile it on every render (~1 s
-# of each synth); it still reads bytecode that exists, so write it once here,
-# for plain runs and for `python -O` (cdk8s.yaml).
-step bytecode "imports/SOURCE.json" .venv/bin/python -m compileall -q -o 0 -o 1 imports
+# Bytecode at both optimisation levels (`cdk8s synth` runs python -O, which reads
+# *.opt-1.pyc; pip writes only *.pyc). Where PYTHONDONTWRITEBYTECODE is set (CI
+# images, many containers) Python would compile imports/ (5 MB) and every module a
+# render imports on each synth (~1.2 s); it still reads bytecode that exists, so
+# write it once here: all of imports/, then what a render of env/ imports.
+precompile() {
+  .venv/bin/python -m compileall -q -o 0 -o 1 imports
+  .venv/bin/python scripts/precompile.py
+}
+step bytecode "imports/SOURCE.json requirements.txt scripts/precompile.py" precompile
 
+roots=
 if [[ "$mode" == test ]]; then
   step apt "scripts/setup.sh" apt_packages
+  # The roots are mostly downloads and unpacking: build them while pip works.
+  runtime_roots &
+  roots=$!
 fi
 if [[ "$mode" == test || "$mode" == validate ]]; then
   step python-test "requirements.txt requirements-dev.txt app/requirements.txt constraints.txt" \
@@ -102,5 +111,5 @@ if [[ "$mode" == test || "$mode" == validate ]]; then
 fi
 if [[ "$mode" == test ]]; then
   step checkov "requirements-checkov.txt" venv .venv-checkov -r requirements-checkov.txt
-  runtime_roots
+  wait "$roots"
 fi

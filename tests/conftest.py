@@ -16,7 +16,11 @@ from tests.support.manifests import ENV_DIR, ENVS
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Stop before running when the CRD files are missing: one line instead of a dozen
-    LookupErrors. The runtime roots run tests/app and tests/backup alone, which need none."""
+    LookupErrors. The runtime roots run tests/app and tests/backup alone, which need none.
+
+    Slow tests go first (a stable sort): with pytest-xdist's workers (make test) a
+    minutes-long test that starts last would leave the other worker idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
     own_toolchain = ("tests/app/", "tests/backup/")
     if all(Path(str(item.path)).relative_to(config.rootpath).as_posix().startswith(own_toolchain)
            for item in items):

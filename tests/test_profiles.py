@@ -264,6 +264,17 @@ def test_two_environments_cannot_share_a_namespace_or_host(capsys, env_dir, tmp_
                    "every environment needs its own", line
 
 
+@pytest.mark.parametrize(("key", "value"), [("project", "team-b"), ("namespace", "argo-two")])
+def test_every_managed_environment_names_the_one_argo_project(capsys, env_dir, tmp_path, key, value):
+    # dist/argocd holds a single AppProject; the error names the env file and key.
+    write(env_dir, "qa", f"extends: stage\nnamespace: vibearena-qa\ndomain: qa.example.com\n"
+                         f"argocd: {{{key}: {value}}}\n")
+    line = rejected(capsys, env_dir, tmp_path / "dist")
+    assert line.startswith(f"{env_dir / 'qa.yaml'}: argocd.{key}: must be the same in every env Argo CD "
+                           "manages: env/"), line
+    assert line.endswith(f"(got {value!r})"), line
+
+
 def test_two_environments_cannot_share_an_argo_application_name(capsys, env_dir, tmp_path):
     # vibearena + qa-x and vibearena-qa + x both make the Application "vibearena-qa-x".
     write(env_dir, "qa-x", "extends: stage\nnamespace: ns-one\ndomain: one.example.com\n")

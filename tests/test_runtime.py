@@ -68,18 +68,52 @@ def test_the_roots_run_the_images_runtimes():
     assert f"(PostgreSQL) {pg_major}." in pg_dump
 
 
+# Each suite runs in parts so that pytest's workers share it (make test runs
+# two or more); the last part of each is "every other file", so a new test file
+# is always run. Parts are split by their run time here.
+APP_PARTS = {
+    "celery-redelivery": ["test_app_redelivery.py", "test_app_sigterm.py"],
+    "beat-and-reload": ["test_app_beat_liveness.py", "test_app_celery.py", "test_app_devreload.py"],
+    "django-and-http": None,
+}
+BACKUP_PARTS = {
+    "failures": ["test_backup_failures.py"],
+    "roundtrip-and-mirror": None,
+}
+
+
+def suite_part(suite: str, parts: dict[str, list[str] | None], name: str) -> list[str]:
+    """The test files of one part; None stands for every file no other part names."""
+    files = parts[name]
+    if files is None:
+        named = {file for other in parts.values() if other for file in other}
+        files = sorted(path.name for path in (REPO / suite).glob("test_*.py") if path.name not in named)
+    assert files and all((REPO / suite / file).is_file() for file in files), (suite, name, files)
+    return [f"{suite}/{file}" for file in files]
+
+
+def test_the_parts_cover_each_suite_once():
+    for suite, parts in (("tests/app", APP_PARTS), ("tests/backup", BACKUP_PARTS)):
+        run = [path for name in parts for path in suite_part(suite, parts, name)]
+        every = sorted(f"{suite}/{path.name}" for path in (REPO / suite).glob("test_*.py"))
+        assert sorted(run) == every and len(run) == len(set(run)), suite
+
+
 @pytest.mark.slow
-def test_app_suite_on_python_313(tmp_path):
+@pytest.mark.parametrize("part", APP_PARTS)
+def test_app_suite_on_python_313(tmp_path, part):
     """The Django suite, Celery worker and beat (liveness), gunicorn's graceful stop and the probes."""
     require_roots()
-    result = pytest_in_root("trixie", ["tests/app"], tmp_path / "app.log", TEST_SERVICES_RUNTIME="forky")
+    result = pytest_in_root("trixie", suite_part("tests/app", APP_PARTS, part), tmp_path / "app.log",
+                            TEST_SERVICES_RUNTIME="forky")
     assert result.returncode == 0, summary(result.stdout)
     assert re.search(r"\d+ passed", result.stdout), summary(result.stdout)
     assert no_missing_tools(result.stdout), summary(result.stdout)
 
 
 @pytest.mark.slow
-def test_backup_suite_on_postgresql_18(tmp_path):
+@pytest.mark.parametrize("part", BACKUP_PARTS)
+def test_backup_suite_on_postgresql_18(tmp_path, part):
     """Backup, restore, drill, mirror and exporter with pg_dump/pg_restore 18 against PostgreSQL 18."""
     require_roots()
     # Not runtime matters, and they run on this machine: the shellcheck lint, and the
@@ -87,7 +121,8 @@ def test_backup_suite_on_postgresql_18(tmp_path):
     host_only = ["tests/backup/test_scripts.py::test_shellcheck_passes",
                  "tests/backup/test_scripts.py::test_every_command_is_run_by_a_rendered_workload_and_every_workload_command_exists"]
     deselect = [arg for test in host_only for arg in ("--deselect", test)]
-    result = pytest_in_root("forky", ["tests/backup", *deselect], tmp_path / "backup.log")
+    result = pytest_in_root("forky", [*suite_part("tests/backup", BACKUP_PARTS, part), *deselect],
+                            tmp_path / "backup.log")
     assert result.returncode == 0, summary(result.stdout)
     assert re.search(r"\d+ passed", result.stdout), summary(result.stdout)
     assert no_missing_tools(result.stdout), summary(result.stdout)
