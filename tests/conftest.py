@@ -12,8 +12,10 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "20")
 
 from scripts import crds
 from tests.support.manifests import ENV_DIR, ENVS
+from tests.support.roots import skip_host_copies
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Stop before running when the CRD files are missing: one line instead of a dozen
     LookupErrors. The runtime roots run tests/app and tests/backup alone, which need none.
@@ -21,6 +23,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     Slow tests go first (a stable sort): with pytest-xdist's workers (make test) a
     minutes-long test that starts last would leave the other worker idle."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    skip_host_copies(items, config.rootpath)
     own_toolchain = ("tests/app/", "tests/backup/")
     if all(Path(str(item.path)).relative_to(config.rootpath).as_posix().startswith(own_toolchain)
            for item in items):
@@ -49,3 +52,4 @@ def manifests(built) -> dict[str, list[dict[str, Any]]]:
 @pytest.fixture(scope="session")
 def stacks(built) -> dict[str, Any]:
     return {env: chart.stack for env, (chart, _docs) in built.items()}
+

@@ -16,7 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.roots import REPO, package_versions, require_roots, root_runtime
+from tests.support.roots import (
+    APP_PARTS,
+    BACKUP_PARTS,
+    HOST_ONLY,
+    IN_ROOT,
+    REPO,
+    package_versions,
+    require_roots,
+    root_runtime,
+    suite_part,
+)
 
 pytestmark = pytest.mark.runtime
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -30,7 +40,8 @@ def dockerfile_arg(path: Path, pattern: str) -> str:
 
 def pytest_in_root(root: str, paths: list[str], log: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """Run pytest on `paths` with the root's venv; its output goes to `log`."""
-    clean_env = {"PATH": SYSTEM_PATH, "HOME": "/root", "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1", **env}
+    clean_env = {"PATH": SYSTEM_PATH, "HOME": "/root", "LC_ALL": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
+                 IN_ROOT: root, **env}
     if os.environ.get("CI"):
         clean_env["CI"] = os.environ["CI"]
     command = root_runtime(root).command(
@@ -68,37 +79,6 @@ def test_the_roots_run_the_images_runtimes():
     assert f"(PostgreSQL) {pg_major}." in pg_dump
 
 
-# Each suite runs in parts so that pytest's workers share it (make test runs
-# two or more); the last part of each is "every other file", so a new test file
-# is always run. Parts are split by their run time here.
-APP_PARTS = {
-    "celery-redelivery": ["test_app_redelivery.py", "test_app_sigterm.py"],
-    "beat-and-reload": ["test_app_beat_liveness.py", "test_app_celery.py", "test_app_devreload.py"],
-    "django-and-http": None,
-}
-BACKUP_PARTS = {
-    "failures": ["test_backup_failures.py"],
-    "roundtrip-and-mirror": None,
-}
-
-
-def suite_part(suite: str, parts: dict[str, list[str] | None], name: str) -> list[str]:
-    """The test files of one part; None stands for every file no other part names."""
-    files = parts[name]
-    if files is None:
-        named = {file for other in parts.values() if other for file in other}
-        files = sorted(path.name for path in (REPO / suite).glob("test_*.py") if path.name not in named)
-    assert files and all((REPO / suite / file).is_file() for file in files), (suite, name, files)
-    return [f"{suite}/{file}" for file in files]
-
-
-def test_the_parts_cover_each_suite_once():
-    for suite, parts in (("tests/app", APP_PARTS), ("tests/backup", BACKUP_PARTS)):
-        run = [path for name in parts for path in suite_part(suite, parts, name)]
-        every = sorted(f"{suite}/{path.name}" for path in (REPO / suite).glob("test_*.py"))
-        assert sorted(run) == every and len(run) == len(set(run)), suite
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("part", APP_PARTS)
 def test_app_suite_on_python_313(tmp_path, part):
@@ -116,11 +96,7 @@ def test_app_suite_on_python_313(tmp_path, part):
 def test_backup_suite_on_postgresql_18(tmp_path, part):
     """Backup, restore, drill, mirror and exporter with pg_dump/pg_restore 18 against PostgreSQL 18."""
     require_roots()
-    # Not runtime matters, and they run on this machine: the shellcheck lint, and the
-    # scripts-vs-rendered-workloads contract (it renders the charts, which needs cdk8s).
-    host_only = ["tests/backup/test_scripts.py::test_shellcheck_passes",
-                 "tests/backup/test_scripts.py::test_every_command_is_run_by_a_rendered_workload_and_every_workload_command_exists"]
-    deselect = [arg for test in host_only for arg in ("--deselect", test)]
+    deselect = [arg for test in HOST_ONLY for arg in ("--deselect", test)]
     result = pytest_in_root("forky", [*suite_part("tests/backup", BACKUP_PARTS, part), *deselect],
                             tmp_path / "backup.log")
     assert result.returncode == 0, summary(result.stdout)
