@@ -2,32 +2,57 @@
 # The project's images, built here with podman inside the forky root of
 # scripts/runtime-roots.sh (Debian testing's podman 5, buildah 1.43, runc).
 #
-#   scripts/runtime-images.sh build            stand-in base, then app/ as localhost/vibearena-app:test
-#   scripts/runtime-images.sh podman ARGS...   podman with the flags this machine needs
+#   scripts/runtime-images.sh build [app|backup]   stand-in bases, then app/ as localhost/vibearena-app:test
+#                                                  and backup/ as localhost/vibearena-backup:test (default both)
+#   scripts/runtime-images.sh backup-build FLAGS...
+#                                                  podman build of backup/ against the stand-in hosts,
+#                                                  with FLAGS added (the tests' refused builds: --target, --build-arg)
+#   scripts/runtime-images.sh podman ARGS...       podman with the flags this machine needs
 #
-# No registry is reachable, so the base named in app/Dockerfile's FROM
-# (python:3.13.x-slim) is a stand-in: the trixie root (python:3.13-slim is
-# Debian trixie) imported as an image and tagged with that exact name, so every
-# Dockerfile step really runs (venv, pip install of the pinned requirements,
-# the non-root user, compileall, collectstatic). Differences from the real
-# base: Debian's python3 (/usr/bin, `python` linked in /usr/local/bin) instead
-# of a source build in /usr/local, and this machine's CA bundle for pip.
+# No registry is reachable, so the bases named in the Dockerfiles' FROM are
+# stand-ins made from the trixie root (Debian 13, what both upstream bases are)
+# and tagged with those exact names, so every Dockerfile step really runs:
 #
-# backup/Dockerfile is not built: its rclone stage downloads the release from
-# rclone's server and its final stage installs postgresql-client-18 from
-# apt.postgresql.org, neither reachable here (checked: `curl: (6) Could not
-# resolve host` at the rclone download). Its scripts run with pg_dump 18 in
-# the forky root instead (tests/test_runtime.py).
+# - python:3.13.x-slim (app/): the root with `python` linked to Debian's
+#   python3 (in /usr/bin, not a source build in /usr/local) and this machine's
+#   CA bundle for pip. The build runs the venv, pip install of the pinned
+#   requirements, the non-root user, compileall, collectstatic.
+# - debian:trixie-slim (backup/): the root with the packages the roots add
+#   (python3, ca-certificates, procps) purged, plus the stand-in hosts' test CA
+#   in /usr/local/share/ca-certificates, which the image's own
+#   `apt-get install ca-certificates` then trusts.
+#
+# backup/Dockerfile downloads from hosts that are unreachable here: the rclone
+# release (downloads.rclone.org, rclone.org/KEYS) and postgresql-client-18
+# from apt.postgresql.org. Its build reaches local stand-ins for them instead
+# (scripts/standin_hosts.py, generated into .cache/backup-standins, never
+# committed) through `--add-host NAME:$STANDIN_ADDRESS`: a release zip of
+# Debian's rclone with a SHA256SUMS clearsigned by a throwaway key, and a
+# signed `trixie-pgdg` repository with forky's postgresql-client-18. The
+# Dockerfile is unchanged; its build args name the throwaway keys
+# (RCLONE_VERSION, RCLONE_KEY_FINGERPRINT, PGDG_KEY_URL, PGDG_KEY_FINGERPRINT),
+# and every signature, checksum, fingerprint and version check runs.
+#
+# Each stand-in base and the backup image carry a label with the hash of their
+# inputs and are rebuilt only when it changes; the app image is rebuilt by
+# podman's layer cache.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 roots="${RUNTIME_ROOTS_DIR:-$repo/.cache/roots}"
 APP_IMAGE=localhost/vibearena-app:test
+BACKUP_IMAGE=localhost/vibearena-backup:test
 IMPORTED=localhost/trixie-root:stand-in
-STAMP_LABEL=vibearena.runtime-roots.trixie-stamp
+# Every image built here carries the hash of its inputs under this label.
+INPUTS_LABEL=vibearena.runtime-images.inputs
+STANDINS="$repo/.cache/backup-standins"
+# A loopback address of its own, so ports 80 and 443 are free for the stand-in hosts.
+STANDIN_ADDRESS=${STANDIN_ADDRESS:-127.0.83.1}
+STANDIN_NAMES=(downloads.rclone.org rclone.org apt.postgresql.org)
 export PODMAN_IGNORE_CGROUPSV1_WARNING=1
 
 log() { printf 'runtime-images: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
 
 # This machine: cgroup v1 without systemd (cgroupfs), no journald, and crun
 # refuses the hybrid cgroup layout, so runc.
@@ -41,21 +66,40 @@ limits() {
   echo --ulimit "nofile=$(ulimit -Hn):$(ulimit -Hn)" --ulimit "nproc=$(ulimit -Hu):$(ulimit -Hu)"
 }
 
-standin() {
-  local base stamp current work
-  base=$(sed -nE 's/^FROM (python:[0-9.]+-slim)( .*)?$/\1/p' "$repo/app/Dockerfile" | sort -u)
-  [[ $(wc -l <<<"$base") -eq 1 && -n "$base" ]] || { log "app/Dockerfile: expected one python:X.Y.Z-slim base"; exit 1; }
+inputs_of() {  # the inputs label of an image, empty if it is missing
+  podman image inspect --format "{{ index .Labels \"$INPUTS_LABEL\" }}" "$1" 2>/dev/null || true
+}
+
+# The trixie root as an image: only the distribution (no test venv, no kernel
+# filesystems, no apt lists).
+trixie_import() {
+  local stamp
   stamp=$(sha256sum "$roots/trixie.stamp" | cut -d' ' -f1)
-  current=$(podman image inspect --format "{{ index .Labels \"$STAMP_LABEL\" }}" "docker.io/library/$base" \
-    2>/dev/null || true)
-  if [[ "$current" == "$stamp" ]]; then
-    return 0
-  fi
-  log "stand-in docker.io/library/$base from the trixie root"
-  # Only the distribution: no test venv, no kernel filesystems, no apt lists.
+  [[ "$(inputs_of "$IMPORTED")" == "$stamp" ]] && return 0
+  log "import the trixie root as $IMPORTED"
   tar -C "$roots/trixie" --exclude=./opt/venv --exclude='./proc/*' --exclude='./sys/*' --exclude='./dev/*' \
     --exclude='./tmp/*' --exclude='./work' --exclude='./var/lib/apt/lists/*' -c . |
-    podman import --change "LABEL $STAMP_LABEL=$stamp" - "$IMPORTED" >/dev/null
+    podman import --change "LABEL $INPUTS_LABEL=$stamp" - "$IMPORTED" >/dev/null
+}
+
+# standin_build NAME DIR: build DIR/Containerfile (FROM $IMPORTED) as NAME,
+# unless NAME was built from the same root and the same files in DIR.
+standin_build() {
+  local name=$1 dir=$2 stamp
+  stamp=$({ cat "$roots/trixie.stamp"; (cd "$dir" && find . -type f -print0 | sort -z | xargs -0 sha256sum); } |
+    sha256sum | cut -d' ' -f1)
+  [[ "$(inputs_of "$name")" == "$stamp" ]] && return 0
+  trixie_import
+  log "stand-in $name from the trixie root"
+  # shellcheck disable=SC2046 # limits prints separate flags
+  podman build --quiet --pull=never --network=host $(limits) --label "$INPUTS_LABEL=$stamp" -t "$name" "$dir" \
+    >/dev/null
+}
+
+python_standin() {
+  local base work
+  base=$(sed -nE 's/^FROM (python:[0-9.]+-slim)( .*)?$/\1/p' "$repo/app/Dockerfile" | sort -u)
+  [[ $(wc -l <<<"$base") -eq 1 && -n "$base" ]] || die "app/Dockerfile: expected one python:X.Y.Z-slim base"
   work=$(mktemp -d)
   cat >"$work/Containerfile" <<EOF
 FROM $IMPORTED
@@ -63,21 +107,121 @@ RUN ln -sf /usr/bin/python3 /usr/local/bin/python
 ENV LANG=C.UTF-8 PIP_CERT=/etc/host-ca-bundle.crt
 CMD ["python3"]
 EOF
-  # shellcheck disable=SC2046 # limits prints separate flags
-  podman build --quiet --pull=never --network=host $(limits) -t "docker.io/library/$base" "$work" >/dev/null
+  standin_build "docker.io/library/$base" "$work"
   rm -rf "$work"
 }
 
-cmd_build() {
+debian_standin() {
+  local base work
+  base=$(sed -nE 's/^ARG DEBIAN_IMAGE=(debian:[a-z]+-slim)$/\1/p' "$repo/backup/Dockerfile")
+  [[ "$base" == debian:trixie-slim ]] ||
+    die "backup/Dockerfile: expected ARG DEBIAN_IMAGE=debian:trixie-slim, found '$base'"
+  work=$(mktemp -d)
+  cp "$STANDINS/tls/ca.crt" "$work/standin-hosts-ca.crt"
+  # debian:trixie-slim has none of what the roots add (python3, ca-certificates,
+  # procps) and no CA bundle; the stand-in hosts' CA waits where the image's own
+  # ca-certificates install picks it up.
+  cat >"$work/Containerfile" <<EOF
+FROM $IMPORTED
+RUN apt-get purge -y -qq --auto-remove python3 python3-venv ca-certificates procps >/dev/null && \\
+    rm -rf /etc/host-ca-bundle.crt /etc/ssl/certs /var/cache/apt/*.bin && \\
+    mkdir -p /usr/local/share/ca-certificates
+COPY standin-hosts-ca.crt /usr/local/share/ca-certificates/
+CMD ["bash"]
+EOF
+  standin_build "docker.io/library/$base" "$work"
+  rm -rf "$work"
+}
+
+# The stand-in hosts' files, made in the forky root (its rclone binary and its
+# postgresql-client-18), made again when the root or the generator changes.
+standin_material() {
+  local stamp
+  stamp=$(cat "$roots/forky.stamp" "$repo/scripts/standin_hosts.py" | sha256sum | cut -d' ' -f1)
+  [[ -f "$STANDINS/stamp" && "$(cat "$STANDINS/stamp")" == "$stamp" ]] && return 0
+  log "stand-in hosts ${STANDIN_NAMES[*]}: files in $STANDINS"
+  rm -rf "$STANDINS"
+  "$repo/scripts/runtime-roots.sh" exec forky -- /usr/bin/python3 "$repo/scripts/standin_hosts.py" make "$STANDINS"
+  echo "$stamp" >"$STANDINS/stamp"
+}
+
+port_taken() { (exec 3<>"/dev/tcp/$STANDIN_ADDRESS/$1") 2>/dev/null; }
+
+# Serve the stand-in hosts until this script exits.
+standin_serve() {
+  local port
+  for port in 80 443; do
+    ! port_taken "$port" || die "$STANDIN_ADDRESS:$port is taken; set STANDIN_ADDRESS to another 127.x.y.z"
+  done
+  : >"$STANDINS/serve.log"
+  "$repo/scripts/runtime-roots.sh" exec forky -- /usr/bin/python3 "$repo/scripts/standin_hosts.py" serve \
+    "$STANDINS" "$STANDIN_ADDRESS" 2>"$STANDINS/serve.err" &
+  standin_pid=$!
+  trap 'kill "$standin_pid" 2>/dev/null || true; wait "$standin_pid" 2>/dev/null || true' EXIT
+  for _ in $(seq 100); do
+    port_taken 443 && port_taken 80 && return 0
+    kill -0 "$standin_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  die "the stand-in hosts did not start: $(tail -n 3 "$STANDINS/serve.err")"
+}
+
+# podman build of backup/ against the stand-in hosts, then FLAGS (later flags win).
+backup_build() {
+  local args=() line name
   "$repo/scripts/runtime-roots.sh" check >/dev/null
-  standin
+  standin_material
+  debian_standin
+  standin_serve
+  for name in "${STANDIN_NAMES[@]}"; do
+    args+=(--add-host "$name:$STANDIN_ADDRESS")
+  done
+  while IFS= read -r line; do
+    args+=(--build-arg "$line")
+  done <"$STANDINS/build-args"
+  # Docker's image format, as `docker build` makes: the OCI format drops SHELL,
+  # and the Dockerfile's pipelines rely on its pipefail.
+  # shellcheck disable=SC2046 # limits prints separate flags
+  podman build --format=docker --pull=never --network=host $(limits) "${args[@]}" "$@" "$repo/backup"
+}
+
+build_app() {
+  python_standin
   log "podman build app/ -> $APP_IMAGE"
   # shellcheck disable=SC2046 # limits prints separate flags
   podman build --pull=never --network=host $(limits) -t "$APP_IMAGE" "$repo/app"
 }
 
+# Built again only when backup/, the stand-in base or the stand-in hosts' files change.
+build_backup() {
+  local stamp base
+  standin_material
+  debian_standin
+  base=$(podman image inspect --format '{{ .Id }}' docker.io/library/debian:trixie-slim)
+  stamp=$({ echo "$base"; cat "$STANDINS/stamp" "$STANDINS/build-args"
+            (cd "$repo/backup" && find . -type f -print0 | sort -z | xargs -0 sha256sum); } |
+          sha256sum | cut -d' ' -f1)
+  if [[ "$(inputs_of "$BACKUP_IMAGE")" == "$stamp" ]]; then
+    log "$BACKUP_IMAGE is current"
+    return 0
+  fi
+  log "podman build backup/ -> $BACKUP_IMAGE (stand-in hosts on $STANDIN_ADDRESS)"
+  backup_build --label "$INPUTS_LABEL=$stamp" -t "$BACKUP_IMAGE"
+}
+
+cmd_build() {
+  "$repo/scripts/runtime-roots.sh" check >/dev/null
+  case ${1:-all} in
+    app) build_app ;;
+    backup) build_backup ;;
+    all) build_app; build_backup ;;
+    *) die "build: unknown image $1 (app or backup)" ;;
+  esac
+}
+
 case ${1:-} in
-  build) cmd_build ;;
+  build) shift; cmd_build "$@" ;;
+  backup-build) shift; backup_build "$@" ;;
   podman) shift; podman "$@" ;;
-  *) echo "usage: $0 build | podman ARGS..." >&2; exit 2 ;;
+  *) echo "usage: $0 build [app|backup] | backup-build FLAGS... | podman ARGS..." >&2; exit 2 ;;
 esac

@@ -75,8 +75,11 @@ packages_of() {
     # postgresql-18 brings the matching client (pg_dump 18) for the backup tests;
     # podman, buildah and runc build and run the project's images
     # (scripts/runtime-images.sh); crun refuses this machine's cgroup layout.
+    # gpg, gpg-agent and openssl make the stand-in hosts' keys and certificate
+    # for the backup image's build (scripts/standin_hosts.py).
     forky) echo "postgresql-18 valkey-server valkey-tools prometheus prometheus-alertmanager" \
-                "python3 python3-venv ca-certificates procps rclone jq podman buildah runc" ;;
+                "python3 python3-venv ca-certificates procps rclone jq podman buildah runc" \
+                "gpg gpg-agent openssl" ;;
   esac
 }
 

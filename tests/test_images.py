@@ -1,20 +1,24 @@
-"""The app image, built from app/Dockerfile and run with the rendered container specs.
+"""The project's images, built from app/Dockerfile and backup/Dockerfile and run with the rendered container specs.
 
-scripts/runtime-images.sh builds the image with podman (stand-in base from the
-trixie root, so every Dockerfile step runs). Each container here is started the
-way dist/stage renders it (stage runs the Postgres StatefulSet; prod's
-CloudNativePG clients need the cluster's TLS CA, which no server here has):
-command, env (secrets replaced by test values,
-service addresses by the loopback servers), runAsUser/runAsGroup, read-only
-root filesystem with the emptyDir mounts as tmpfs, dropped capabilities, no
-privilege escalation, working directory. The rendered probes run against it:
-httpGet for the API, exec for the worker and beat. PostgreSQL 18 and Valkey 9
+scripts/runtime-images.sh builds them with podman (stand-in bases from the
+trixie root, so every Dockerfile step runs; the backup image's downloads come
+from local stand-ins for rclone's and PGDG's servers). Each container here is
+started the way dist/stage renders it (stage runs the Postgres StatefulSet;
+prod's CloudNativePG clients need the cluster's TLS CA, which no server here
+has): command, env (secrets replaced by test values, service addresses by the
+loopback servers), runAsUser/runAsGroup, read-only root filesystem with the
+emptyDir mounts as directories, dropped capabilities, no privilege escalation,
+working directory. The rendered probes run against it: httpGet for the API and
+the backup exporter, exec for the worker and beat. PostgreSQL 18 and Valkey 9
 come from the forky root; the S3 server is moto on loopback.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 import resource
 import secrets
 import shutil
@@ -62,15 +66,19 @@ def podman(*args: str, timeout: float = 600, check: bool = True) -> subprocess.C
     return result
 
 
+def limits() -> list[str]:
+    """Explicit rlimits (the runtime's defaults fail here with "error setting rlimits")."""
+    hard_files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    hard_procs = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+    return ["--ulimit", f"nofile={hard_files}:{hard_files}", "--ulimit", f"nproc={hard_procs}:{hard_procs}"]
+
+
 def run_args(pod: dict[str, Any], container: dict[str, Any], env: dict[str, str], volumes_dir: Path,
-             command: list[str] | None = None) -> list[str]:
+             command: list[str] | None = None, image: str = APP_IMAGE) -> list[str]:
     """`podman run` flags for the rendered container spec; emptyDirs are directories
     under `volumes_dir`, so a probe container can share them (see exec_probe)."""
     context = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
-    hard_files = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    hard_procs = resource.getrlimit(resource.RLIMIT_NPROC)[1]
-    args = ["--network=host", "--ulimit", f"nofile={hard_files}:{hard_files}",
-            "--ulimit", f"nproc={hard_procs}:{hard_procs}"]
+    args = ["--network=host", *limits()]
     assert context.get("runAsNonRoot") and context["runAsUser"] != 0, context
     args.append(f"--user={context['runAsUser']}:{context.get('runAsGroup', context['runAsUser'])}")
     if context.get("readOnlyRootFilesystem"):
@@ -94,9 +102,9 @@ def run_args(pod: dict[str, Any], container: dict[str, Any], env: dict[str, str]
     for name, value in env.items():
         args += ["--env", f"{name}={value}"]
     if command is not None:
-        return [*args, f"--entrypoint={json.dumps(command)}", APP_IMAGE]
+        return [*args, f"--entrypoint={json.dumps(command)}", image]
     args.append(f"--entrypoint={json.dumps(container['command'])}")
-    return [*args, APP_IMAGE, *container.get("args", [])]
+    return [*args, image, *container.get("args", [])]
 
 
 def container_env(
@@ -119,7 +127,8 @@ def container_env(
 @pytest.fixture(scope="module")
 def app_image() -> str:
     require_roots()
-    result = subprocess.run([str(IMAGES), "build"], capture_output=True, text=True, timeout=1800, check=False)
+    result = subprocess.run([str(IMAGES), "build", "app"], capture_output=True, text=True, timeout=1800,
+                            check=False)
     assert result.returncode == 0, f"image build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return APP_IMAGE
 
@@ -164,10 +173,11 @@ class Containers:
     def names(self) -> list[str]:
         return [c.name for c in self.started]
 
-    def start(self, pod: dict[str, Any], container: dict[str, Any], env: dict[str, str]) -> Started:
+    def start(self, pod: dict[str, Any], container: dict[str, Any], env: dict[str, str],
+              image: str = APP_IMAGE) -> Started:
         name = f"test-{container['name']}-{uuid.uuid4().hex[:6]}"
         volumes_dir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
-        podman("run", "--detach", f"--name={name}", *run_args(pod, container, env, volumes_dir))
+        podman("run", "--detach", f"--name={name}", *run_args(pod, container, env, volumes_dir, image=image))
         started = Started(name, pod, container, env, volumes_dir)
         self.started.append(started)
         return started
@@ -277,3 +287,251 @@ def test_worker_runs_the_task_beat_sends_and_both_pass_their_probes(migrated, co
         # per-tick proof is tests/app/test_app_beat_liveness.py in the trixie root.
         pytest.xfail(f"beat's schedule-file probe went stale while beat ran: {result.stderr.strip()}")
     assert result.returncode == 0, f"beat failed its probe after {20}s of ticks: {result.stderr}"
+
+
+# The backup image -----------------------------------------------------------------
+#
+# backup/Dockerfile built against local stand-ins for downloads.rclone.org,
+# rclone.org and apt.postgresql.org (scripts/standin_hosts.py; the build args
+# name their throwaway keys), then run with the rendered specs of dist/stage's
+# backup Jobs against PostgreSQL 18 (forky root) and moto's S3 server.
+
+BACKUP_IMAGE = "localhost/vibearena-backup:test"
+BACKUP_DOCKERFILE = REPO / "backup" / "Dockerfile"
+
+
+def backup_build(*flags: str) -> subprocess.CompletedProcess[str]:
+    """podman build of backup/ against the stand-in hosts, with `flags` last."""
+    return subprocess.run([str(IMAGES), "backup-build", *flags], capture_output=True, text=True, timeout=900,
+                          check=False)
+
+
+def dockerfile_default(name: str) -> str:
+    (value,) = [line.split("=", 1)[1] for line in BACKUP_DOCKERFILE.read_text().splitlines()
+                if line.startswith(f"ARG {name}=")]
+    return value
+
+
+@pytest.fixture(scope="module")
+def backup_image() -> str:
+    require_roots()
+    result = subprocess.run([str(IMAGES), "build", "backup"], capture_output=True, text=True, timeout=1800,
+                            check=False)
+    assert result.returncode == 0, f"backup image build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return BACKUP_IMAGE
+
+
+def test_backup_image_holds_postgresql_18_client_and_runs_as_10002(backup_image):
+    config = json.loads(podman("image", "inspect", backup_image).stdout)[0]["Config"]
+    assert config["User"] == "10002:10002", config
+    assert config["WorkingDir"] == "/tmp", config
+    pg_major = dockerfile_default("PG_MAJOR")
+    # What came from the stand-in repository and release server; the Dockerfile's own
+    # checks (pg_dump major, rclone version, every script's --help) ran in the build.
+    result = podman("run", "--rm", "--network=host", *limits(), "--read-only", '--entrypoint=["bash", "-c"]',
+                    backup_image,
+                    "pg_dump --version; dpkg-query -W -f='${Version}\\n' postgresql-client-" + pg_major
+                    + "; rclone version | head -n 1; id -u")
+    pg_dump, package, rclone, uid = result.stdout.splitlines()
+    assert f"(PostgreSQL) {pg_major}." in pg_dump
+    assert package == root_package_version("forky", f"postgresql-client-{pg_major}"), package
+    assert rclone == f"rclone v{root_rclone_version()}", rclone
+    assert uid == "10002"
+
+
+def root_package_version(root: str, package: str) -> str:
+    forky = root_runtime(root)
+    return subprocess.run(forky.command(["dpkg-query", "-W", "-f=${Version}", package]), capture_output=True,
+                          text=True, check=True).stdout
+
+
+def root_rclone_version() -> str:
+    forky = root_runtime("forky")
+    line = subprocess.run(forky.command(["rclone", "version"]), capture_output=True, text=True,
+                          check=True).stdout.splitlines()[0]
+    return line.removeprefix("rclone v")
+
+
+# Each refused build: the build args, text its output must hold (the reason), and the
+# trace of the next step, which must not appear (the build stopped at the check).
+REFUSED_BUILDS = {
+    "release zip not the one SHA256SUMS lists": (
+        ["--target=rclone", "--build-arg=RCLONE_VERSION=0.0.1-badsum"],
+        "computed checksum did NOT match", "+ unzip"),
+    "SHA256SUMS signed by a key in KEYS that is not the pinned one": (
+        ["--target=rclone", "--build-arg=RCLONE_VERSION=0.0.2-rogue"],
+        'Good signature from "rogue key', "+ gpg --batch --decrypt"),
+    "SHA256SUMS changed after signing": (
+        ["--target=rclone", "--build-arg=RCLONE_VERSION=0.0.3-tampered"],
+        "BAD signature", "+ grep -q"),
+    "PGDG key without the pinned fingerprint": (
+        ["--target=pgdg-key", f"--build-arg=PGDG_KEY_FINGERPRINT={dockerfile_default('PGDG_KEY_FINGERPRINT')}"],
+        f"+ grep -qx {dockerfile_default('PGDG_KEY_FINGERPRINT')}", "+ cp pgdg.asc /pgdg.asc"),
+    "PGDG key file with a second key": (
+        ["--target=pgdg-key", "--build-arg=PGDG_KEY_URL=http://apt.postgresql.org/pub/repos/apt/two-keys.asc"],
+        "+ test 2 -eq 1", "+ awk"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED_BUILDS)
+def test_backup_build_refuses_unverified_downloads(backup_image, case):
+    """The stand-in hosts serve material that fails one check each; the build must stop there."""
+    flags, reason, next_step = REFUSED_BUILDS[case]
+    result = backup_build(*flags)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, f"the build accepted it:\n{output[-3000:]}"
+    assert reason in output, f"not refused for the expected reason ({reason!r}):\n{output[-3000:]}"
+    assert next_step not in output, f"the build went past the check:\n{output[-3000:]}"
+
+
+def test_pgdg_key_from_debians_package_has_the_pinned_fingerprint(backup_image):
+    """The production path of the pgdg-key stage (PGDG_KEY_URL empty): the key in trixie's
+    postgresql-client-common, from the Debian mirror, with the Dockerfile's fingerprint."""
+    result = backup_build("--target=pgdg-key", "--build-arg=PGDG_KEY_URL=",
+                          f"--build-arg=PGDG_KEY_FINGERPRINT={dockerfile_default('PGDG_KEY_FINGERPRINT')}")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+
+
+def roles_sql() -> str:
+    docs = [d for d in yaml.safe_load_all((DIST / "02-database.yaml").read_text()) if d]
+    (config,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "postgres-roles"]
+    return config["data"]["roles.sql"]
+
+
+def role_env(name: str) -> str:
+    """A value of the rendered postgres-roles Job's env (APP_USER, BACKUP_USER, APP_DATABASE)."""
+    _pod, job = rendered("02-database.yaml", "Job", "postgres-roles")
+    (value,) = [e["value"] for e in job["env"] if e["name"] == name]
+    return value
+
+
+@pytest.fixture(scope="module")
+def backup_backing(tmp_path_factory) -> Iterator[dict[str, Any]]:
+    """PostgreSQL 18 (forky root) with the rendered roles and an app database, and moto S3."""
+    require_roots()
+    forky = root_runtime("forky")
+    with services.postgres_server(runtime=forky) as pg, services.s3_server() as s3:
+        passwords = {key: secrets.token_urlsafe(18) for key in
+                     ("POSTGRES_PASSWORD", "POSTGRES_BACKUP_PASSWORD", "POSTGRES_MONITOR_PASSWORD")}
+        sql = tmp_path_factory.mktemp("roles") / "roles.sql"
+        sql.write_text(roles_sql())
+        sql.parent.chmod(0o755)
+        role_names = {name: role_env(name) for name in ("APP_USER", "BACKUP_USER", "MONITOR_USER", "APP_DATABASE")}
+        psql = str(pg.bin_dir / "psql")
+        subprocess.run(forky.command([psql, "--no-psqlrc", "--quiet", "--file", str(sql)]), check=True,
+                       env={**os.environ, **pg.env("postgres"), **passwords, **role_names}, capture_output=True)
+        database = role_names["APP_DATABASE"]
+        app = {**pg.env(database), "PGUSER": role_names["APP_USER"], "PGPASSWORD": passwords["POSTGRES_PASSWORD"]}
+        # A database as the app leaves it: owned by the app role, with Django's migration table.
+        subprocess.run(forky.command([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", """
+            CREATE TABLE django_migrations (id serial PRIMARY KEY, app text, name text, applied timestamptz);
+            INSERT INTO django_migrations (app, name, applied) VALUES ('core', '0001_initial', now());
+            CREATE TABLE core_item (id serial PRIMARY KEY, body text NOT NULL);
+            INSERT INTO core_item (body) SELECT md5(g::text) FROM generate_series(1, 5000) g;
+        """]), check=True, env={**os.environ, **app}, capture_output=True)
+        secret_values = {
+            **passwords,
+            "MINIO_ROOT_USER": s3.access_key, "MINIO_ROOT_PASSWORD": s3.secret_key,
+            # moto accepts any key pair; each role gets its own anyway.
+            "BACKUP_S3_ACCESS_KEY_ID": "AKBACKUP" + secrets.token_hex(6).upper(),
+            "BACKUP_S3_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
+            "BACKUP_PRUNE_S3_ACCESS_KEY_ID": "AKPRUNE" + secrets.token_hex(6).upper(),
+            "BACKUP_PRUNE_S3_SECRET_ACCESS_KEY": secrets.token_urlsafe(30),
+        }
+        # Service names resolve in the cluster; here the servers listen on loopback ports.
+        overrides = {"PGHOST": pg.host, "PGPORT": str(pg.port), "BACKUP_S3_ENDPOINT": s3.endpoint,
+                     "MINIO_ENDPOINT": s3.endpoint}
+        yield {"pg": pg, "s3": s3, "database": database, "secrets": secret_values, "overrides": overrides}
+
+
+def run_job(image: str, backing: dict[str, Any], file: str, kind: str, name: str) -> subprocess.CompletedProcess[str]:
+    """A rendered Job or CronJob's container, run to completion in `image`."""
+    pod, container = rendered(file, kind, name)
+    env = container_env(container, backing["secrets"], backing["overrides"])
+    with tempfile.TemporaryDirectory(prefix=f"{name}-") as volumes_dir:
+        return podman("run", "--rm", *run_args(pod, container, env, Path(volumes_dir), image=image), check=False,
+                      timeout=600)
+
+
+def table_digest(pg: services.PostgresServer, dbname: str) -> str:
+    return pg.psql("SELECT count(*) || ':' || md5(string_agg(id || body, ',' ORDER BY id)) FROM core_item",
+                   dbname=dbname)
+
+
+@pytest.fixture(scope="module")
+def backed_up(backup_image: str, backup_backing: dict[str, Any]) -> dict[str, Any]:
+    """The rendered bucket Job, then the backup CronJob, each run to completion in the image."""
+    result = run_job(backup_image, backup_backing, "04-object-store.yaml", "Job", "ensure-bucket")
+    assert result.returncode == 0, f"ensure-bucket failed:\n{result.stdout}{result.stderr[-2000:]}"
+    _pod, container = rendered("09-backup.yaml", "CronJob", "postgres-backup")
+    bucket = container_env(container, backup_backing["secrets"], {})["BACKUP_S3_BUCKET"]
+    client = backup_backing["s3"].client()
+    assert bucket in {b["Name"] for b in client.list_buckets()["Buckets"]}, "ensure-bucket made no backup bucket"
+    # moto answers rclone 1.60's HEAD ?versionId=null after a multipart upload with 400
+    # on an unversioned bucket; versioning avoids that quirk (as in tests/backup/helpers.py).
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    result = run_job(backup_image, backup_backing, "09-backup.yaml", "CronJob", "postgres-backup")
+    assert result.returncode == 0, f"pg-backup failed:\n{result.stdout}{result.stderr[-3000:]}"
+    return {**backup_backing, "key": result.stdout.strip().splitlines()[-1]}
+
+
+def test_backup_cronjob_dumps_postgresql_18_to_s3(backed_up):
+    _pod, container = rendered("09-backup.yaml", "CronJob", "postgres-backup")
+    bucket = container_env(container, backed_up["secrets"], {})["BACKUP_S3_BUCKET"]
+    client = backed_up["s3"].client()
+    key = backed_up["key"]
+    assert re.fullmatch(rf"postgres/{backed_up['database']}/\d{{8}}T\d{{6}}Z\.dump", key), key
+    dump = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    manifest = json.loads(client.get_object(Bucket=bucket, Key=key + ".json")["Body"].read())
+    assert manifest["sha256"] == hashlib.sha256(dump).hexdigest()
+    assert manifest["size_bytes"] == len(dump) and dump.startswith(b"PGDMP")
+    pg_major = dockerfile_default("PG_MAJOR")
+    assert f"(PostgreSQL) {pg_major}." in manifest["pg_dump_version"], manifest
+    assert manifest["server_version"].startswith(f"{pg_major}."), manifest
+    status = json.loads(client.get_object(Bucket=bucket, Key="status/postgres.json")["Body"].read())
+    assert status["object"] == key
+
+
+def test_restore_and_drill_cronjobs_restore_that_dump(backed_up):
+    pg = backed_up["pg"]
+    result = run_job(BACKUP_IMAGE, backed_up, "09-backup.yaml", "CronJob", "postgres-restore")
+    assert result.returncode == 0, f"pg-restore failed:\n{result.stdout}{result.stderr[-3000:]}"
+    assert "sha256 verified" in result.stderr, result.stderr[-2000:]
+    _pod, restore = rendered("09-backup.yaml", "CronJob", "postgres-restore")
+    target = container_env(restore, backed_up["secrets"], {})["RESTORE_TARGET_DB"]
+    assert table_digest(pg, target) == table_digest(pg, backed_up["database"])
+    result = run_job(BACKUP_IMAGE, backed_up, "09-backup.yaml", "CronJob", "restore-drill")
+    assert result.returncode == 0, f"restore-drill failed:\n{result.stdout}{result.stderr[-3000:]}"
+    bucket = container_env(restore, backed_up["secrets"], {})["BACKUP_S3_BUCKET"]
+    status = backed_up["s3"].client().get_object(Bucket=bucket, Key="status/restore-drill.json")
+    drill = json.loads(status["Body"].read())
+    assert drill["object"] == backed_up["key"] and drill["tables"] >= 2, drill
+    result = run_job(BACKUP_IMAGE, backed_up, "09-backup.yaml", "CronJob", "backup-prune")
+    assert result.returncode == 0, f"backup-prune failed:\n{result.stdout}{result.stderr[-3000:]}"
+
+
+def test_backup_exporter_serves_the_jobs_freshness(backed_up, containers):
+    pod, exporter = rendered("09-backup.yaml", "Deployment", "backup-exporter")
+    port = exporter["readinessProbe"]["httpGet"]["port"]
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            pytest.fail(f"port {port} is taken on this machine; the exporter container uses host networking")
+    env = container_env(exporter, backed_up["secrets"], backed_up["overrides"])
+    name = containers.start(pod, exporter, env, image=BACKUP_IMAGE).name
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if http_probe(exporter["readinessProbe"]).status_code == 200:
+                break
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, f"the exporter never became ready:\n{containers.logs(name)}"
+        time.sleep(0.5)
+    assert http_probe(exporter["livenessProbe"]).status_code == 200
+    metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert 'vibearena_backup_status_up{job="postgres"} 1' in metrics, metrics
+    assert 'vibearena_backup_last_success_timestamp_seconds{job="postgres"}' in metrics, metrics
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    podman("stop", f"--time={grace}", name, timeout=grace + 30)
+    state = podman("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
+    assert state == "0", f"the exporter exited with {state} on SIGTERM:\n{containers.logs(name)}"
