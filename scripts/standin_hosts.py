@@ -163,7 +163,11 @@ def make_pgdg(hosts: Path, keys: Keyring, arch: str) -> None:
     result = subprocess.run(["apt-get", "download", "-q", *versions], cwd=pool, text=True, capture_output=True,
                             check=False)
     if result.returncode != 0:
-        sys.exit(f"apt-get download {' '.join(versions)} failed: {result.stderr.strip()}")
+        # Debian testing keeps only its newest builds: a root older than the mirror
+        # names versions that are gone.
+        sys.exit(f"apt-get download {' '.join(versions)} failed: {result.stderr.strip()}\n"
+                 "if the mirror has newer versions, rebuild the forky root: rm .cache/roots/forky.stamp; "
+                 "scripts/runtime-roots.sh build")
     paragraphs = []
     for deb in sorted(pool.glob("*.deb")):
         control = run("dpkg-deb", "-f", str(deb)).stdout.rstrip("\n")
