@@ -29,9 +29,11 @@
 # committed) through `--add-host NAME:$STANDIN_ADDRESS`: a release zip of
 # Debian's rclone with a SHA256SUMS clearsigned by a throwaway key, and a
 # signed `trixie-pgdg` repository with forky's postgresql-client-18. The
-# Dockerfile is unchanged; its build args name the throwaway keys
-# (RCLONE_VERSION, RCLONE_KEY_FINGERPRINT, PGDG_KEY_URL, PGDG_KEY_FINGERPRINT),
-# and every signature, checksum, fingerprint and version check runs.
+# Dockerfile is built as it is (in Docker's image format, as `docker build`
+# does); only its build args name the throwaway keys (RCLONE_VERSION,
+# RCLONE_KEY_FINGERPRINT, PGDG_KEY_URL, PGDG_KEY_FINGERPRINT), and every
+# signature, checksum, fingerprint and version check runs. The backup image
+# carries the test CA in its CA bundle; it is for the tests only.
 #
 # Each stand-in base and the backup image carry a label with the hash of their
 # inputs and are rebuilt only when it changes; the app image is rebuilt by
