@@ -37,7 +37,9 @@
 #
 # Each stand-in base and the backup image carry a label with the hash of their
 # inputs and are rebuilt only when it changes; the app image is rebuilt by
-# podman's layer cache.
+# podman's layer cache. Builds take a lock (.cache/runtime-images.lock): the
+# tests' workers (pytest-xdist) ask for the same images at once, and the
+# stand-in hosts hold one address.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -156,8 +158,10 @@ standin_serve() {
     ! port_taken "$port" || die "$STANDIN_ADDRESS:$port is taken; set STANDIN_ADDRESS to another 127.x.y.z"
   done
   : >"$STANDINS/serve.log"
+  # Without the build lock's descriptor: a server orphaned by a killed build
+  # must not hold the lock.
   "$repo/scripts/runtime-roots.sh" exec forky -- /usr/bin/python3 "$repo/scripts/standin_hosts.py" serve \
-    "$STANDINS" "$STANDIN_ADDRESS" 2>"$STANDINS/serve.err" &
+    "$STANDINS" "$STANDIN_ADDRESS" 2>"$STANDINS/serve.err" {lock_fd}>&- &
   standin_pid=$!
   trap 'kill "$standin_pid" 2>/dev/null || true; wait "$standin_pid" 2>/dev/null || true' EXIT
   for _ in $(seq 100); do
@@ -221,9 +225,16 @@ cmd_build() {
   esac
 }
 
+# One build at a time; a second caller waits, then finds the images current.
+lock_builds() {
+  mkdir -p "$repo/.cache"
+  exec {lock_fd}>"$repo/.cache/runtime-images.lock"
+  flock "$lock_fd"
+}
+
 case ${1:-} in
-  build) shift; cmd_build "$@" ;;
-  backup-build) shift; backup_build "$@" ;;
+  build) shift; lock_builds; cmd_build "$@" ;;
+  backup-build) shift; lock_builds; backup_build "$@" ;;
   podman) shift; podman "$@" ;;
   *) echo "usage: $0 build [app|backup] | backup-build FLAGS... | podman ARGS..." >&2; exit 2 ;;
 esac

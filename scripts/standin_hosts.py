@@ -3,6 +3,7 @@
 
     standin_hosts.py make DIR              generate the material into DIR (a fresh directory)
     standin_hosts.py serve DIR ADDRESS     serve it on ADDRESS:80 (HTTP) and ADDRESS:443 (HTTPS)
+                                           for at most --lifetime seconds (default 3600)
 
 Nothing upstream is reachable here, so scripts/runtime-images.sh builds the
 backup image against these, with `podman build --add-host NAME:ADDRESS` for
@@ -236,7 +237,7 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             log.write(f"{self.headers.get('Host', '-') if self.headers else '-'} {format % args}\n")
 
 
-def serve(directory: Path, address: str) -> None:
+def serve(directory: Path, address: str, lifetime: float) -> None:
     Handler.hosts = directory / "hosts"
     Handler.log_file = directory / "serve.log"
     plain = http.server.ThreadingHTTPServer((address, 80), Handler)
@@ -245,6 +246,8 @@ def serve(directory: Path, address: str) -> None:
     context.load_cert_chain(directory / "tls" / "server.crt", directory / "tls" / "server.key")
     secure.socket = context.wrap_socket(secure.socket, server_side=True)
     threading.Thread(target=plain.serve_forever, daemon=True).start()
+    # The build that started it stops it; this bounds a server whose build was killed.
+    threading.Timer(lifetime, os._exit, args=(0,)).start()
     print(f"serving {directory} on {address}:80 and :443", file=sys.stderr, flush=True)
     secure.serve_forever()
 
@@ -256,11 +259,12 @@ def main() -> None:
     serving = sub.add_parser("serve")
     serving.add_argument("dir", type=Path)
     serving.add_argument("address")
+    serving.add_argument("--lifetime", type=float, default=3600)
     args = parser.parse_args()
     if args.command == "make":
         make(args.dir)
     else:
-        serve(args.dir, args.address)
+        serve(args.dir, args.address, args.lifetime)
 
 
 if __name__ == "__main__":
