@@ -26,7 +26,8 @@ SHELL_SCRIPTS = $(wildcard scripts/*.sh kind/*.sh backup/bin/*)
 
 .DEFAULT_GOAL := help
 .PHONY: help setup synth render preview test test-runtime lint imports bench up down logs rebuild diff secrets \
-	certs migrate createsuperuser grafana minio-console backup-now restore smoke topology footprint plan validate bench-backup
+	certs migrate createsuperuser grafana minio-console backup-now restore smoke topology footprint plan validate bench-backup \
+	promote
 
 help: ## List the tasks
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -106,6 +107,13 @@ ACK ?=
 PLAN_CONTEXT = $(if $(filter command line environment,$(origin CONTEXT)),$(CONTEXT))
 plan: setup ## What applying ENV would do, classified (exit 3: risky): make plan ENV=prod [BASE=ref] [CONTEXT=ctx] [ACK='Kind/name: reason']
 	$(PYTHON) scripts/plan.py --env $(ENV) --base $(BASE) --format $(FORMAT)$(if $(PLAN_CONTEXT), --context $(PLAN_CONTEXT))$(if $(ACK), --ack '$(ACK)')
+
+# make promote: prod gets the app images stage runs, by digest (images.yml
+# recorded them, cd.yml pinned stage); review and merge the change it makes.
+FROM ?= stage
+TO ?= prod
+promote: setup ## Copy the app images FROM runs, by digest, into TO's profile: make promote [FROM=stage] [TO=prod]
+	$(PYTHON) scripts/promote.py --from $(FROM) --to $(TO)
 
 secrets: ## dev: create or update the app Secret from .env (stage/prod use External Secrets)
 	@test "$(ENV)" = dev || { echo "$(ENV) reads its Secret from the secret store (env/$(ENV).yaml: secrets)" >&2; exit 2; }

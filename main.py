@@ -138,17 +138,43 @@ def build_profiles(env_dir: Path, profiles: list[Any]) -> dict[str, tuple[Any, l
     # Imported only now, so a profile error never pays for jsii start-up.
     import cdk8s
 
+    from charts.config import RENDER_RULES
     from charts.stack import StackChart
 
     app = cdk8s.App()
     built: dict[str, tuple[Any, list[dict]]] = {}
     for profile in profiles:
+        file = env_dir / (profile.name + ".yaml")
         try:
             chart = StackChart(app, profile.name, profile=profile)
             built[profile.name] = (chart, chart.to_json())
         except ValueError as err:
-            raise BadInputError(f"{env_dir / (profile.name + '.yaml')}: {err}") from None
+            raise BadInputError(f"{file}: {err}") from None
+        images = rendered_images(built[profile.name][1])
+        for rule in RENDER_RULES[profile.tier]:
+            violation = rule(profile, images)
+            if violation:
+                raise BadInputError(f"{file}: {violation[0]}: {violation[1]}")
     return built
+
+
+def rendered_images(documents: list[dict]) -> set[str]:
+    """Every image reference in rendered objects: containers' `image` and
+    CloudNativePG's `imageName`, wherever they sit."""
+    found: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("image", "imageName") and isinstance(value, str):
+                    found.add(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+    walk(documents)
+    return found
 
 
 def build_argocd(profiles: list[Any], manifests: dict[str, list[dict]],

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -46,6 +46,7 @@ from charts.validators import (
     git_url,
     host_port,
     iana_time_zone,
+    image_digest,
     image_repository,
     image_tag,
     label_key,
@@ -85,19 +86,50 @@ def ratio(value: float) -> None:
         raise ValueError(f"must be between 0 and 1, exclusive (got {show(value)})")
 
 
+# Digests of third-party images (each the multi-architecture index of the tag
+# beside it): public records, with their evidence, in docs/image-digests.md;
+# none was checked against a registry from here. A new tag needs its digest
+# (`crane digest repo:tag` or `docker buildx imagetools inspect repo:tag`).
+DIGESTS = MappingProxyType({
+    "valkey": "sha256:3acc0687f2a2e1091fae6450d7842dd658c941338cf0a873ddd9e14b9e4ea4dd",
+    "grafana": "sha256:ab5cb380e3ff3172d6c8bd2e7cfd31cce977d2881b260e1f5bc089bf0b759b43",
+    "prometheus": "sha256:5ce7540c3c00ef4ab0c9d2c995c6a5b9c421f44b4a115d97a2c7af3b1c21cbb0",
+    "alertmanager": "sha256:690c7b525f4367aa91f73e2f91c632206d32e97c6384bdbf2fb7a861b420340d",
+    "redis_exporter": "sha256:fed773ffd2bb2eac706e0ed9cc2fff41651193ee4977e2a4f6919658ad2313f4",
+    "seaweedfs": "sha256:ce9e796f1fe6f06968f4c04bdaf8f678dad9c8acdfef3d244133d71bfa6bf882",
+    "cnpg": "sha256:9287ce030c6f3ce822e383b019ae4aaf1e8370bff3b39f9c51dc10d69dc97219",
+})
+# Third-party images that no public record gave a digest for: the prod tier
+# runs exactly these repository:tag pairs by tag until someone with registry
+# access pins them (docs/image-digests.md); another tag needs a digest.
+UNPINNED_ALLOWED = MappingProxyType({
+    "danihodovic/celery-exporter:0.11.1": "no public record of this tag's digest was found",
+})
+
+
 @dataclass(frozen=True, kw_only=True)
 class Image:
     repository: str = check(image_repository)
     # Required: an image without a tag renders as `repo:`, which no runtime pulls.
+    # A sha256:<digest> here renders as repo@sha256:... (how cd.yml pinned stage before `digest`).
     tag: str = check(image_tag)
+    # The registry's digest of the tag: renders as repo:tag@sha256:..., and the
+    # runtime pulls by the digest, so a tag pushed again cannot change what runs.
+    digest: str | None = check(optional(image_digest), default=None)
     # The source commit a digest-pinned image was built from (cd.yml records it).
     revision: str | None = check(optional(matches(r"[0-9a-f]{40}", "must be a 40-character commit id")),
                                  default=None)
 
+    def __post_init__(self) -> None:
+        if self.digest is not None and self.tag.startswith("sha256:"):
+            raise InvalidKeyError("digest", f"the tag is a digest already; put the version tag in `tag` "
+                                            f"(got tag {self.tag!r})")
+
     @property
     def ref(self) -> str:
-        separator = "@" if self.tag.startswith("sha256:") else ":"
-        return f"{self.repository}{separator}{self.tag}"
+        if self.tag.startswith("sha256:"):
+            return f"{self.repository}@{self.tag}"
+        return f"{self.repository}:{self.tag}" + (f"@{self.digest}" if self.digest else "")
 
     @property
     def pinned(self) -> bool:
@@ -105,7 +137,7 @@ class Image:
 
     @property
     def by_digest(self) -> bool:
-        return self.tag.startswith("sha256:")
+        return self.digest is not None or self.tag.startswith("sha256:")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -468,7 +500,7 @@ class CnpgConfig:
     name: str = check(dns_label, default="postgres")
     instances: int = check(between(1, 9), default=3)
     image: Image = field(default_factory=lambda: Image(repository="ghcr.io/cloudnative-pg/postgresql",
-                                                       tag="18.4-system-trixie"))
+                                                       tag="18.4-system-trixie", digest=DIGESTS["cnpg"]))
     wal_storage: Storage = field(default_factory=lambda: Storage(size="4Gi"))
     # Where the operator runs: it calls each instance's status port and 5432.
     operator_namespace: str = check(dns_label, default="cnpg-system")
@@ -565,8 +597,10 @@ class RedisConfig:
     mode: Literal["statefulset", "external"] = "statefulset"
     external: ExternalRedis | None = None
     # Valkey: BSD-licensed, drop-in for the Redis protocol (docs/decisions).
-    image: Image = field(default_factory=lambda: Image(repository="valkey/valkey", tag="9.1.1-trixie"))
-    exporter_image: Image = field(default_factory=lambda: Image(repository="oliver006/redis_exporter", tag="v1.89.0"))
+    image: Image = field(default_factory=lambda: Image(repository="valkey/valkey", tag="9.1.1-trixie",
+                                                       digest=DIGESTS["valkey"]))
+    exporter_image: Image = field(default_factory=lambda: Image(repository="oliver006/redis_exporter", tag="v1.89.0",
+                                                                digest=DIGESTS["redis_exporter"]))
     persistence: bool = True
     storage: Storage = field(default_factory=lambda: Storage(size="2Gi"))
     resources: Resources = field(default_factory=lambda: resources("100m", "256Mi", "1", "512Mi"))
@@ -596,7 +630,8 @@ class ObjectStoreConfig:
     mode: Literal["in-cluster", "external"] = "in-cluster"
     # Which S3 server the in-cluster StatefulSet runs (docs/decisions).
     server: Literal["seaweedfs", "minio"] = "seaweedfs"
-    image: Image = field(default_factory=lambda: Image(repository="chrislusf/seaweedfs", tag="4.47"))
+    image: Image = field(default_factory=lambda: Image(repository="chrislusf/seaweedfs", tag="4.47",
+                                                       digest=DIGESTS["seaweedfs"]))
     bucket: str = check(s3_bucket, default="krvibe")
     storage: Storage = field(default_factory=lambda: Storage(size="10Gi"))
     resources: Resources = field(default_factory=lambda: resources("100m", "256Mi", "1", "1Gi"))
@@ -709,7 +744,8 @@ class AlertmanagerConfig:
         **{"app.kubernetes.io/name": "alertmanager"}))
     port: int = check(between(1, 65535), default=9093)
     # bundled:
-    image: Image = field(default_factory=lambda: Image(repository="quay.io/prometheus/alertmanager", tag="v0.34.0"))
+    image: Image = field(default_factory=lambda: Image(repository="quay.io/prometheus/alertmanager", tag="v0.34.0",
+                                                       digest=DIGESTS["alertmanager"]))
     resources: Resources = field(default_factory=lambda: resources("20m", "64Mi", "200m", "128Mi"))
     storage: Storage = field(default_factory=lambda: Storage(size="1Gi"))
     webhook: ChatReceiver = field(default_factory=ChatReceiver)
@@ -747,8 +783,9 @@ class MonitoringConfig:
     # PrometheusRule for an existing prometheus-operator; off: nothing.
     mode: Literal["bundled", "operator", "off"] = "bundled"
     prometheus_image: Image = field(default_factory=lambda: Image(repository="quay.io/prometheus/prometheus",
-                                                                  tag="v3.14.0"))
-    grafana_image: Image = field(default_factory=lambda: Image(repository="grafana/grafana", tag="13.1.3"))
+                                                                  tag="v3.14.0", digest=DIGESTS["prometheus"]))
+    grafana_image: Image = field(default_factory=lambda: Image(repository="grafana/grafana", tag="13.1.3",
+                                                               digest=DIGESTS["grafana"]))
     celery_exporter_image: Image = field(default_factory=lambda: Image(repository="danihodovic/celery-exporter",
                                                                        tag="0.11.1"))
     retention: str = check(duration(3600_000), default="15d")
@@ -1078,13 +1115,20 @@ def images_pinned(profile: Profile) -> tuple[str, str] | None:
     return None
 
 
-def images_by_digest(profile: Profile) -> tuple[str, str] | None:
-    """Prod tier: a tag can be pushed again, a digest cannot change (images.yml
-    records the digests of the app images; cd.yml pins stage to them)."""
-    tier = profile.tier
-    for path, image in profile.image_refs().items():
-        if not image.by_digest:
-            return f"{path}.tag", f"must be a sha256:<digest> in {tier} (got {image.tag!r})"
+def images_by_digest(profile: Profile, rendered: Iterable[str]) -> tuple[str, str] | None:
+    """Prod tier: every image the render runs is pulled by digest (a tag can be
+    pushed again, a digest cannot change). images.yml records the digests of
+    the app images, cd.yml pins stage to them, scripts/promote.py copies them
+    into prod. Checked on the rendered images, so a component that is off
+    needs no digest. UNPINNED_ALLOWED names the only exceptions."""
+    paths = {image.ref: path for path, image in profile.image_refs().items()}
+    for ref in sorted(set(rendered)):
+        if "@sha256:" in ref or ref in UNPINNED_ALLOWED:
+            continue
+        path = paths.get(ref)
+        where = f"{path}.digest" if path else "images"
+        return where, (f"must be set in the {profile.tier} tier: {ref} would run by tag, and a tag can be "
+                       "pushed again (docs/image-digests.md)")
     return None
 
 
@@ -1211,6 +1255,15 @@ RULES: dict[str, tuple[Rule, ...]] = {
     "stage": (images_pinned, no_dev_server, real_tls, admin_restricted, server_settings_module),
     "prod": (images_pinned, no_dev_server, real_tls, production_acme, api_highly_available,
              alerts_delivered, admin_restricted, server_settings_module, backups_leave_the_cluster),
+}
+
+
+# Rules over what an env's render runs (main.py applies them to every render).
+RenderRule = Callable[[Profile, Iterable[str]], "tuple[str, str] | None"]
+RENDER_RULES: dict[str, tuple[RenderRule, ...]] = {
+    "dev": (),
+    "stage": (),
+    "prod": (images_by_digest,),
 }
 
 
@@ -1376,12 +1429,34 @@ def _build_profile(env_dir: Path, file_name: str, name: str, overrides: Mapping[
     except ConfigError as err:
         raise _located_error(source, err.path, err.message) from None
     object.__setattr__(profile, "name", name)
+    stale = _inherited_digest(profile, source)
+    if stale:
+        raise _located_error(source, *stale)
     for rule in RULES[profile.tier]:
         violation = rule(profile)
         if violation:
             key, message = violation
             raise _located_error(source, key, message)
     return profile
+
+
+def _inherited_digest(profile: Profile, source: ProfileSource) -> tuple[str, str] | None:
+    """An image whose tag (or repository) a profile changes while its digest
+    comes from the profile it extends would run the parent's image under the
+    new tag: the runtime pulls the digest. Refuse it."""
+    def rank(file: Path | None) -> int:
+        # Files earlier in the chain are more derived; overrides (previews) most.
+        return source.chain.index(file) if file in source.chain else -1
+    for path, image in profile.image_refs().items():
+        digest_file = source.origins.get(f"{path}.digest")
+        if image.digest is None or digest_file is None:
+            continue
+        for key in ("tag", "repository"):
+            file = source.origins.get(f"{path}.{key}")
+            if file is not None and rank(file) < rank(digest_file):
+                return (f"{path}.{key}", f"is changed here, but {path}.digest comes from {digest_file}: the "
+                                         f"runtime would pull that image; set the digest here too (or digest: null)")
+    return None
 
 
 def preview_name(number: int) -> str:
@@ -1409,7 +1484,9 @@ def load_preview(env_dir: Path, number: int, *, image_tag: str | None = None) ->
         "argocd": {"enabled": False},
     }
     if image_tag is not None:
-        overrides["api"] = {"image": {"tag": image_tag}}
+        # The pull request's own image: a digest or revision inherited from the
+        # base (stage's release) would run that release instead.
+        overrides["api"] = {"image": {"tag": image_tag, "digest": None, "revision": None}}
     return _build_profile(env_dir, PREVIEW_BASE, name, overrides, overrides_origin="--preview/--image-tag")
 
 

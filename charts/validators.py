@@ -145,6 +145,11 @@ def image_tag(value: str) -> None:
                          f" digits> (got {show(value)})")
 
 
+def image_digest(value: str) -> None:
+    if not _DIGEST.fullmatch(value):
+        raise ValueError(f"must be sha256:<64 lower-case hex digits>, the registry's digest (got {show(value)})")
+
+
 # --- Schedules and time -----------------------------------------------------
 
 # robfig/cron v3 ParseStandard, which Kubernetes CronJob validation calls.

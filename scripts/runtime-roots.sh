@@ -7,13 +7,14 @@
 #                                       run CMD inside root NAME (trixie or forky)
 #
 # trixie: Debian 13, what python:3.13-slim is built on; python3 (3.13) and a
-#         venv in /opt/venv with app/requirements.txt and the test tools.
+#         venv in /opt/venv with the app's pins and the test tools
+#         (requirements-roots.lock, installed with --require-hashes).
 # forky:  Debian testing; postgresql-18, valkey-server 9, prometheus 3
 #         (promtool), prometheus-alertmanager (amtool), the backup scripts'
-#         tools, podman/buildah/runc, and a venv with the test tools.
+#         tools, podman/buildah/runc, and the same venv (its Python is 3.14).
 #
 # Roots live in .cache/roots/ (git-ignored). Each has a stamp recording the
-# hash of this script and the requirement files it installs, and the versions
+# hash of this script and the lock file it installs, and the versions
 # of the packages the tests rely on; a root is rebuilt when the hash changes.
 # `exec` enters a root in a private mount namespace (/proc, /dev, /sys, /tmp
 # and this repository bound at the same paths), so nothing stays mounted.
@@ -44,8 +45,7 @@ mirror() {
 }
 
 inputs_hash() {
-  # Only the pins a root installs: other test tools (pytest-xdist...) change nothing in it.
-  { sed -n '/^# >>> setup/,/^# <<< setup/p' "$script"; cat "$repo/app/requirements.txt"; test_tool_pins; } |
+  { sed -n '/^# >>> setup/,/^# <<< setup/p' "$script"; cat "$repo/requirements-roots.lock"; } |
     sha256sum | cut -d' ' -f1
 }
 
@@ -81,11 +81,6 @@ packages_of() {
                 "python3 python3-venv ca-certificates procps rclone jq podman buildah runc" \
                 "gpg gpg-agent openssl" ;;
   esac
-}
-
-# Exact pins of the test tools, taken from requirements-dev.txt.
-test_tool_pins() {
-  grep -E '^(pytest|requests|boto3|moto\[server\])==' "$repo/requirements-dev.txt"
 }
 
 in_root() {  # in_root DIR CMD...: during the build (no repo bind needed)
@@ -139,16 +134,16 @@ build_root() {
   fi
   in_root "$dir" apt-get clean
   log "$name: venv /opt/venv"
-  local requirements=()
-  [[ "$name" == trixie ]] && requirements=(--requirement /tmp/app-requirements.txt)
-  cp "$repo/app/requirements.txt" "$dir/tmp/app-requirements.txt"
+  # The app's pins and the test tools, with the sha256 of every file
+  # (scripts/lock_requirements.py): a file that differs from PyPI's fails.
+  cp "$repo/requirements-roots.lock" "$dir/tmp/requirements.lock"
   in_root "$dir" python3 -m venv /opt/venv
-  # shellcheck disable=SC2046 # one argument per pin
   if ! in_root "$dir" /opt/venv/bin/pip install --quiet --no-cache-dir --disable-pip-version-check \
-    --cert /etc/host-ca-bundle.crt "${requirements[@]}" $(test_tool_pins) >>"$roots/$name.log" 2>&1; then
+    --cert /etc/host-ca-bundle.crt --require-hashes --only-binary=:all: --requirement /tmp/requirements.lock \
+    >>"$roots/$name.log" 2>&1; then
     die "$name: pip install failed (see $roots/$name.log)"
   fi
-  rm -f "$dir/tmp/app-requirements.txt"
+  rm -f "$dir/tmp/requirements.lock"
   {
     echo "inputs $(inputs_hash)"
     echo "built $(date -u +%FT%TZ) from $mirror_uri $suite"

@@ -40,12 +40,15 @@ python_bin() {
   exit 1
 }
 
+# Installs a lock file written by scripts/lock_requirements.py: every package
+# pinned with the sha256 of its files on PyPI, wheels only, so a dependency
+# missing from the lock or a file that differs from PyPI's fails the step.
 venv() {
-  local dir=$1
-  shift
+  local dir=$1 lock=$2
   [[ -x "$dir/bin/python" ]] || "$(python_bin)" -m venv "$dir"
   # grep drops pip's notes about this machine's local wheel directories.
-  "$dir/bin/pip" install --quiet --disable-pip-version-check "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }
+  "$dir/bin/pip" install --quiet --disable-pip-version-check --require-hashes --only-binary=:all: \
+    --requirement "$lock" 2>&1 | { grep -v "^WARNING: Location" || true; }
   return "${PIPESTATUS[0]}"
 }
 
@@ -85,7 +88,7 @@ runtime_roots() {
 
 command -v node >/dev/null || { log "Node.js >= 20 is required (22+ recommended)"; exit 1; }
 
-step python-synth "requirements.txt" venv .venv -r requirements.txt
+step python-synth "requirements.lock" venv .venv requirements.lock
 step node "package.json package-lock.json" npm ci --no-audit --no-fund --loglevel=error
 # Bytecode at both optimisation levels (`cdk8s synth` runs python -O, which reads
 # *.opt-1.pyc; pip writes only *.pyc). Where PYTHONDONTWRITEBYTECODE is set (CI
@@ -96,7 +99,7 @@ precompile() {
   .venv/bin/python -m compileall -q -o 0 -o 1 imports
   .venv/bin/python scripts/precompile.py
 }
-step bytecode "imports/SOURCE.json requirements.txt scripts/precompile.py" precompile
+step bytecode "imports/SOURCE.json requirements.lock scripts/precompile.py" precompile
 
 roots=
 if [[ "$mode" == test ]]; then
@@ -106,10 +109,9 @@ if [[ "$mode" == test ]]; then
   roots=$!
 fi
 if [[ "$mode" == test || "$mode" == validate ]]; then
-  step python-test "requirements.txt requirements-dev.txt app/requirements.txt constraints.txt" \
-    venv .venv -r requirements-dev.txt -c constraints.txt
+  step python-test "requirements-dev.lock" venv .venv requirements-dev.lock
 fi
 if [[ "$mode" == test ]]; then
-  step checkov "requirements-checkov.txt" venv .venv-checkov -r requirements-checkov.txt
+  step checkov "requirements-checkov.lock" venv .venv-checkov requirements-checkov.lock
   wait "$roots"
 fi

@@ -75,7 +75,8 @@ def test_committed_prod_delivers_alerts_and_dev_runs_no_alertmanager(manifests, 
     prod = stacks["prod"].profile.monitoring.alertmanager
     assert prod.mode == "bundled" and prod.destinations("critical") and prod.heartbeat
     assert one(manifests["prod"], "StatefulSet", "alertmanager")["spec"]["template"]["spec"]["containers"][0][
-        "image"] == "quay.io/prometheus/alertmanager:v0.34.0"
+        "image"] == ("quay.io/prometheus/alertmanager:v0.34.0@sha256:"
+                     "690c7b525f4367aa91f73e2f91c632206d32e97c6384bdbf2fb7a861b420340d")
     prometheus_config = yaml.safe_load(one(manifests["prod"], "ConfigMap", "prometheus-config")["data"][
         "prometheus.yml"])
     (target,) = prometheus_config["alerting"]["alertmanagers"]

@@ -60,8 +60,10 @@ BAD_PROFILES = [
     ("missing-required", "dev.yaml", "domain: vibearena.localhost\n", "", "domain", "missing"),
     ("limit-below-request", "dev.yaml", "memory_limit: 512Mi", "memory_limit: 128Mi", "api.resources.memory_limit",
      "below the request"),
-    ("prod-latest-tag", "prod.yaml", 'tag: "0.1.0"', "tag: latest", "api.image.tag", "pinned"),
-    ("prod-empty-tag", "prod.yaml", 'tag: "0.1.0"', 'tag: ""', "api.image.tag", "image tag"),
+    ("prod-latest-tag", "prod.yaml", "tag: unreleased", "tag: latest", "api.image.tag", "pinned"),
+    ("prod-empty-tag", "prod.yaml", "tag: unreleased", 'tag: ""', "api.image.tag", "image tag"),
+    ("prod-by-tag", "prod.yaml", 'tag: unreleased, digest: "sha256:' + "0" * 64 + '"', "tag: unreleased",
+     "api.image.digest", "must be set in the prod tier"),
     ("prod-one-replica", "prod.yaml", "autoscaling: {enabled: true, min_replicas: 3, max_replicas: 10}",
      "autoscaling: {enabled: true, min_replicas: 1, max_replicas: 10}", "api.autoscaling.min_replicas", ">= 2"),
     ("stage-local-ca", "stage.yaml", "    acme_server: letsencrypt-staging",
@@ -156,7 +158,7 @@ def test_digest_pinned_images_render_valid_labels():
     from tests.support.manifests import label_problems
     from tests.support.render import render_with
     digest = "sha256:" + "0123456789abcdef" * 4
-    _stack, objects = render_with("prod", {"api": {"image": {"tag": digest}}})
+    _stack, objects = render_with("prod", {"api": {"image": {"tag": digest, "digest": None}}})
     api = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "api")
     assert api["spec"]["template"]["spec"]["containers"][0]["image"].endswith("@" + digest)
     for obj in objects:

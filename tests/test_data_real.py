@@ -32,8 +32,8 @@ def runtime(request) -> services.Runtime:
 
 
 def image_major(objects: list[dict], kind: str, name: str, container_name: str) -> int:
-    """The major version in the rendered image tag (postgres:18.6-trixie -> 18)."""
-    tag = container(objects, kind, name, container_name)["image"].rsplit(":", 1)[1]
+    """The major version in the rendered image tag (postgres:18.6-trixie[@sha256:...] -> 18)."""
+    tag = container(objects, kind, name, container_name)["image"].split("@")[0].rsplit(":", 1)[1]
     match = re.match(r"v?(\d+)\.", tag)
     assert match, f"no version in image tag {tag}"
     return int(match.group(1))
@@ -44,7 +44,7 @@ def postgres_major(objects: list[dict]) -> int:
     clusters = [o for o in objects if o["kind"] == "Cluster"]
     if not clusters:
         return image_major(objects, "StatefulSet", "postgres", "postgres")
-    tag = clusters[0]["spec"]["imageName"].rsplit(":", 1)[1]
+    tag = clusters[0]["spec"]["imageName"].split("@")[0].rsplit(":", 1)[1]
     match = re.match(r"(\d+)\.", tag)
     assert match, f"no version in image tag {tag}"
     return int(match.group(1))

@@ -163,8 +163,11 @@ def test_cd_renders_without_a_write_token_and_pushes_apart() -> None:
                    or "secrets." in str(st.get("env", {}))]
     assert token_steps == ["Fetch the digests images.yml recorded", "Push the bump"]
     assert " push --quiet origin HEAD:main" in push["run"] and " push " not in render["run"]
-    # Stage is pinned by digest, with the commit recorded beside it.
-    assert "strenv(API_DIGEST)" in render["run"] and ".api.image.revision" in render["run"]
+    # Stage is pinned by digest (tag: the commit images.yml pushed), with the commit recorded beside it.
+    for image, digest in (("api", "API_DIGEST"), ("backups", "BACKUP_DIGEST")):
+        assert re.search(rf'\.{image}\.image = \{{"repository": strenv\(\w+\), "tag": strenv\(SHA\), '
+                         rf'"digest": strenv\({digest}\)', render["run"]), image
+    assert '"revision": strenv(SHA)' in render["run"] and ".api.image.revision" in render["run"]
 
 
 def test_cd_bumps_stage_after_the_images() -> None:
@@ -195,7 +198,7 @@ def test_e2e_uses_the_pinned_kind_and_the_make_targets() -> None:
 
 TARGETS = ("setup", "synth", "render", "test", "lint", "imports", "bench", "up", "down", "logs", "rebuild",
            "smoke", "diff", "secrets", "certs", "migrate", "createsuperuser", "grafana", "minio-console",
-           "backup-now", "restore", "topology", "footprint")
+           "backup-now", "restore", "topology", "footprint", "promote")
 
 
 def make(*args: str) -> subprocess.CompletedProcess[str]:
@@ -223,6 +226,7 @@ def test_make_help_lists_every_target() -> None:
     (("-n", "smoke", "ENV=stage", "CONTEXT="), "scripts/smoke.py --env stage"),
     (("-n", "rebuild"), "rollout restart deployment,statefulset -l 'app.kubernetes.io/component in "
                         "(web,worker,scheduler)'"),
+    (("-n", "promote"), ".venv/bin/python scripts/promote.py --from stage --to prod"),
 ])
 def test_make_targets_expand_to_the_right_commands(args: tuple[str, ...], expected: str) -> None:
     result = make(*args)

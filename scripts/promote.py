@@ -1,0 +1,120 @@
+"""Promote a release: copy the app images another env runs, by digest, into a profile.
+
+    .venv/bin/python scripts/promote.py [--from stage] [--to prod] [--env-dir env]
+
+Prod runs the project's images by digest only (charts/config.py RENDER_RULES).
+images.yml records the digest of every image it pushes and cd.yml pins stage
+to them (repository, commit tag, digest, revision); this copies exactly those
+values of `api.image` and `backups.image` into the target profile file,
+keeping its comments and the rest of its text, and checks the result loads.
+Review `git diff env/`, run `make synth` and merge it like any change: the
+promotion is a reviewed commit, and what prod runs is what stage ran.
+
+Refuses (exit 2, one line `file: key: message`) a source that runs an image
+by tag: only what a release recorded can be promoted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from charts.config import Image, ProfileError, load_profile  # noqa: E402
+
+# The profile keys of the project's own images: (top-level section, key path).
+PROJECT_IMAGES = (("api", "api.image"), ("backups", "backups.image"))
+
+
+class PromoteError(Exception):
+    pass
+
+
+def flow(image: Image) -> str:
+    """The image as a one-line YAML flow mapping, every string quoted."""
+    fields = {"repository": image.repository, "tag": image.tag, "digest": image.digest, "revision": image.revision}
+    return "{" + ", ".join(f"{key}: {json.dumps(value)}" for key, value in fields.items() if value) + "}"
+
+
+def set_image(text: str, section: str, image: Image) -> str:
+    """`section.image` set to `image` in a profile's text; other lines unchanged.
+
+    The image is one line under the top-level `section:` (two-space indent):
+    an existing `image:` entry (flow or block style) is replaced, or a new one
+    becomes the section's first line; a missing section is appended."""
+    lines = text.splitlines(keepends=True)
+    new_line = f"  image: {flow(image)}\n"
+    start = next((i for i, line in enumerate(lines) if re.fullmatch(rf"{section}:[ \t]*(#.*)?\n?", line)), None)
+    if start is None:
+        if re.search(rf"^{section}:", text, re.MULTILINE):
+            raise PromoteError(f"{section}: write it as a block mapping (`{section}:` on a line of its own)")
+        return text + ("" if text.endswith("\n") or not text else "\n") + f"{section}:\n{new_line}"
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].strip() and not lines[i].startswith((" ", "#"))),
+               len(lines))
+    for i in range(start + 1, end):
+        if re.match(r"  image:", lines[i]):
+            stop = i + 1
+            # A block-style image continues on the lines indented deeper.
+            while stop < end and (lines[stop].startswith("    ") or not lines[stop].strip()):
+                stop += 1
+            while stop > i + 1 and not lines[stop - 1].strip():
+                stop -= 1
+            return "".join([*lines[:i], new_line, *lines[stop:]])
+    return "".join([*lines[:start + 1], new_line, *lines[start + 1:]])
+
+
+def promote(env_dir: Path, source: str, target: str) -> list[str]:
+    """Write the source's project images into the target's file; returns what changed."""
+    try:
+        running = load_profile(env_dir, source)
+    except ProfileError as err:
+        raise PromoteError(str(err)) from None
+    path = env_dir / f"{target}.yaml"
+    if not path.is_file():
+        raise PromoteError(f"{path}: no such profile")
+    original = path.read_text()
+    text = original
+    report = []
+    for section, key in PROJECT_IMAGES:
+        image: Image = getattr(running, section).image
+        if not image.by_digest:
+            raise PromoteError(f"{env_dir / (source + '.yaml')}: {key}.digest: {source} runs {image.ref} by tag; "
+                               "only an image a release pinned by digest can be promoted (cd.yml pins stage)")
+        text = set_image(text, section, image)
+        report.append(f"{path}: {key}: {image.ref}" + (f" (commit {image.revision})" if image.revision else ""))
+    path.write_text(text)
+    try:
+        promoted = load_profile(env_dir, target)
+        for section, key in PROJECT_IMAGES:
+            wanted, got = getattr(running, section).image, getattr(promoted, section).image
+            if got != wanted:
+                raise PromoteError(f"{path}: {key}: reads back as {got.ref}, not {wanted.ref}")
+    except (ProfileError, PromoteError) as err:
+        path.write_text(original)
+        raise PromoteError(str(err)) from None
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--from", dest="source", default="stage", help="the env whose images to promote (stage)")
+    parser.add_argument("--to", dest="target", default="prod", help="the profile to write (prod)")
+    parser.add_argument("--env-dir", type=Path, default=ROOT / "env")
+    args = parser.parse_args(argv)
+    try:
+        for line in promote(args.env_dir, args.source, args.target):
+            print(line)
+    except PromoteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"next: make synth, review `git diff env/{args.target}.yaml dist/{args.target}`, commit and merge")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
