@@ -18,6 +18,7 @@ from charts.workload import Container, CronJob, Deployment, Job, JobSettings, Pr
 from imports import k8s
 
 if TYPE_CHECKING:
+    from charts.data import Redis
     from charts.stack import Stack
 
 # Argo CD runs a Sync hook on every sync and does not count it in the app's
@@ -60,7 +61,7 @@ class Worker(Construct):
     """
 
     def __init__(self, scope: Construct, id: str, *, stack: Stack, image: Image, group: WorkerGroup,
-                 app_env: Sequence[k8s.EnvVar], broker_address: str, keda_authentication: str | None,
+                 app_env: Sequence[k8s.EnvVar], broker: Redis, keda_authentication: str | None,
                  source: DevSource) -> None:
         super().__init__(scope, id)
         name = f"worker-{group.name}"
@@ -108,7 +109,7 @@ class Worker(Construct):
             if keda_authentication is None:
                 raise ValueError(f"worker group {group.name!r}: keda mode needs the Redis TriggerAuthentication")
             keda_queue_scaler(self, "scaled-object", workload=self.workload, queues=group.queues, scaling=scaling,
-                              broker_address=broker_address, authentication=keda_authentication)
+                              broker=broker, authentication=keda_authentication)
         # A PDB on a single replica would block every node drain.
         if group.disruption_budget and group.smallest_replicas >= 2:
             k8s.KubePodDisruptionBudget(

@@ -13,11 +13,12 @@ from constructs import Construct
 
 from charts.config import WorkerAutoscaling
 from charts.labels import api_metadata
-from charts.network import Peer, pods_in
+from charts.network import pods_in
 from charts.workload import Deployment
 from imports import k8s
 
 if TYPE_CHECKING:
+    from charts.data import Redis
     from charts.stack import Stack
 
 # kombu's Redis transport (kombu/transport/redis.py) stores a queue's
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
 # sep '\x06\x16' and steps [0, 3, 6, 9] (Channel._q_for_pri).
 KOMBU_PRIORITY_SEPARATOR = "\x06\x16"
 KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
-# The Redis database Celery's broker uses (REDIS_URL ends in /0).
-BROKER_DATABASE = 0
 KEDA_REDIS_AUTH = "keda-redis"
 
 
@@ -57,30 +56,42 @@ class RedisAuthentication(Construct):
     (secretTargetRef to the env's Secret; the value is never rendered), and
     the connection from KEDA's operator to Redis."""
 
-    def __init__(self, scope: Construct, id: str, *, stack: Stack, broker: Peer, broker_port: int,
+    def __init__(self, scope: Construct, id: str, *, stack: Stack, broker: Redis,
                  keda_namespace: str, keda_operator_labels: dict[str, str]) -> None:
         super().__init__(scope, id)
         # Imported on use: loading a CRD module costs jsii start-up time.
         from imports.sh import keda
 
         self.name = KEDA_REDIS_AUTH
+        # `password` and `ca` are the redis scaler's auth parameters
+        # (kedacore/keda pkg/scalers/redis_scaler.go, redisConnectionInfo:
+        # `ca` is read from auth parameters only). The CA is the one the app
+        # trusts for this server (REDIS_CA); without it KEDA uses its system CAs.
+        secrets = [keda.TriggerAuthenticationSpecSecretTargetRef(
+            parameter="password", name=stack.secrets.name, key=stack.secrets.key("REDIS_PASSWORD"))]
+        config_maps = None
+        if broker.ca is not None:
+            bundle = broker.ca.bundle
+            if bundle.kind == "Secret":
+                secrets.append(keda.TriggerAuthenticationSpecSecretTargetRef(
+                    parameter="ca", name=bundle.name, key=bundle.key))
+            else:
+                config_maps = [keda.TriggerAuthenticationSpecConfigMapTargetRef(
+                    parameter="ca", name=bundle.name, key=bundle.key)]
         keda.TriggerAuthentication(
             self, "trigger-authentication",
             metadata=api_metadata(stack.identity(self.name, "worker"), self.name, stack.namespace),
-            spec=keda.TriggerAuthenticationSpec(secret_target_ref=[keda.TriggerAuthenticationSpecSecretTargetRef(
-                # `password` is the redis scaler's auth parameter
-                # (pkg/scalers/redis_scaler.go, redisConnectionInfo).
-                parameter="password", name=stack.secrets.name, key=stack.secrets.key("REDIS_PASSWORD"))]),
+            spec=keda.TriggerAuthenticationSpec(secret_target_ref=secrets, config_map_target_ref=config_maps),
         )
         operator = pods_in(keda_namespace, keda_operator_labels, key="keda-operator")
         # An external (managed) Redis is outside this namespace: the egress
         # from KEDA's namespace to it is not ours to declare.
-        if broker.internal:
-            stack.network.allow(operator, broker, broker_port, reason="KEDA reads Celery queue lengths")
+        if broker.peer.internal:
+            stack.network.allow(operator, broker.peer, broker.port, reason="KEDA reads Celery queue lengths")
 
 
 def keda_queue_scaler(scope: Construct, id: str, *, workload: Deployment, queues: Sequence[str],
-                      scaling: WorkerAutoscaling, broker_address: str, authentication: str) -> None:
+                      scaling: WorkerAutoscaling, broker: Redis, authentication: str) -> None:
     """A ScaledObject on the summed length of the group's queue lists.
 
     Each list key is one `redis` trigger; a scalingModifiers formula sums
@@ -91,17 +102,21 @@ def keda_queue_scaler(scope: Construct, id: str, *, workload: Deployment, queues
     from imports.sh import keda
 
     keys = [key for queue in queues for key in queue_list_keys(queue)]
+    # The broker exactly as the workers reach it (their REDIS_* variables):
+    # the database, TLS and ACL user of a managed Redis too.
+    connection = {
+        "address": broker.address,
+        "databaseIndex": str(broker.db),
+        "enableTLS": "true" if broker.tls else "false",
+    } | ({"username": broker.username} if broker.username else {})
     names = [f"list{i}" for i in range(len(keys))]
     triggers = [
         keda.ScaledObjectSpecTriggers(
             type="redis", name=name,
-            metadata={
-                "address": broker_address,
+            metadata=connection | {
                 "listName": key,
                 "listLength": str(scaling.queue_length),
                 "activationListLength": str(scaling.activation_queue_length),
-                "databaseIndex": str(BROKER_DATABASE),
-                "enableTLS": "false",
             },
             authentication_ref=keda.ScaledObjectSpecTriggersAuthenticationRef(name=authentication))
         for name, key in zip(names, keys, strict=True)

@@ -105,11 +105,11 @@ class StackChart(cdk8s.Chart):
         keda_authentication = None
         if any(group.autoscaling.mode == "keda" for group in profile.worker.groups):
             keda_authentication = RedisAuthentication(
-                self, "keda-redis", stack=stack, broker=self.redis.peer, broker_port=self.redis.port,
+                self, "keda-redis", stack=stack, broker=self.redis,
                 keda_namespace=profile.worker.keda_namespace,
                 keda_operator_labels=dict(profile.worker.keda_operator_pod_labels)).name
         self.workers = [Worker(self, f"worker-{group.name}", stack=stack, image=image, group=group, app_env=app_env,
-                               broker_address=self.redis.address, keda_authentication=keda_authentication,
+                               broker=self.redis, keda_authentication=keda_authentication,
                                source=source)
                         for group in profile.worker.groups]
         self.beat = Beat(self, "beat", stack=stack, image=image, config=profile.beat, app_env=app_env, source=source)

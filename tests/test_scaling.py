@@ -96,6 +96,59 @@ def test_keda_reads_the_broker_the_workers_use(manifests):
             {"parameter": "password", "name": password_ref["name"], "key": password_ref["key"]}]
 
 
+def ca_source(pod_spec: dict[str, Any], container: dict[str, Any], path: str) -> tuple[str, str, str]:
+    """(kind, name, key) of the ConfigMap or Secret a container reads the file `path` from."""
+    (mount,) = [m for m in container.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    (volume,) = [v for v in pod_spec["volumes"] if v["name"] == mount["name"]]
+    relative = path[len(mount["mountPath"].rstrip("/")) + 1:]
+    if "secret" in volume:
+        source, kind, name = volume["secret"], "Secret", volume["secret"]["secretName"]
+    else:
+        source, kind, name = volume["configMap"], "ConfigMap", volume["configMap"]["name"]
+    (item,) = [i for i in source["items"] if i["path"] == relative]
+    return kind, name, item["key"]
+
+
+MANAGED_REDIS = {"host": "cache.example.internal", "port": 6380, "cidr": "10.30.0.5/32"}
+
+
+@pytest.mark.parametrize("external", [
+    {**MANAGED_REDIS},
+    {**MANAGED_REDIS, "db": 3, "username": "celery", "ca": {"name": "redis-ca"}},
+    {**MANAGED_REDIS, "db": 15, "ca": {"kind": "Secret", "name": "redis-ca", "key": "ca.pem"}},
+    {**MANAGED_REDIS, "db": 2, "tls": False},
+], ids=["tls-system-cas", "configmap-ca-user-db3", "secret-ca-db15", "plain-db2"])
+def test_keda_reads_a_managed_redis_as_the_workers_do(external):
+    """KEDA's redis scaler (kedacore/keda pkg/scalers/redis_scaler.go) reads
+    databaseIndex, enableTLS and username from the trigger, and the CA only
+    from the TriggerAuthentication (`ca`): each must be what the workers use."""
+    _stack, objects = render_with("prod", {"redis": {"mode": "external", "external": external}})
+    deployment = one(objects, "Deployment", "worker-default")
+    pod_spec = deployment["spec"]["template"]["spec"]
+    (container,) = pod_spec["containers"]
+    worker_env = env_of(container)
+    (password_ref,) = [v["valueFrom"]["secretKeyRef"] for v in container["env"] if v["name"] == "REDIS_PASSWORD"]
+    triggers = [t for t in one(objects, "ScaledObject", "worker-default")["spec"]["triggers"] if t["type"] == "redis"]
+    assert triggers
+    for trigger in triggers:
+        metadata = trigger["metadata"]
+        assert not set(metadata) - REDIS_SCALER_METADATA
+        assert metadata["address"] == f"{worker_env['REDIS_HOST']}:{worker_env['REDIS_PORT']}"
+        assert metadata["databaseIndex"] == worker_env["REDIS_DB"] == str(external.get("db", 0))
+        assert metadata["enableTLS"] == worker_env["REDIS_TLS"] == ("false" if external.get("tls") is False
+                                                                    else "true")
+        assert metadata.get("username") == worker_env.get("REDIS_USERNAME") == external.get("username")
+    auth = one(objects, "TriggerAuthentication", triggers[0]["authenticationRef"]["name"])["spec"]
+    refs = {(ref["parameter"], kind): (ref["name"], ref["key"])
+            for kind, field in (("Secret", "secretTargetRef"), ("ConfigMap", "configMapTargetRef"))
+            for ref in auth.get(field, [])}
+    expected = {("password", "Secret"): (password_ref["name"], password_ref["key"])}
+    if "REDIS_CA" in worker_env:
+        kind, name, key = ca_source(pod_spec, container, worker_env["REDIS_CA"])
+        expected[("ca", kind)] = (name, key)
+    assert refs == expected
+
+
 def test_keda_operator_may_reach_redis_and_nothing_else(manifests, stacks):
     worker = stacks["prod"].profile.worker
     keda = [c for c in stacks["prod"].network.connections if c.source.key == "keda-operator"]
