@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,6 +216,27 @@ def http_probe(probe: dict[str, Any]) -> requests.Response:
                         headers={"Host": f"{PROBE_HOST}:{get['port']}"})
 
 
+def require_free_port(probe: dict[str, Any], what: str) -> int:
+    """The probe's port, which must be free here: the containers use host networking."""
+    port = probe["httpGet"]["port"]
+    with socket.socket() as sock:
+        if sock.connect_ex(("127.0.0.1", port)) == 0:
+            pytest.fail(f"port {port} is taken on this machine; the {what} container uses host networking")
+    return port
+
+
+def wait_until_probe_passes(probe: dict[str, Any], seconds: float, failure: Callable[[], str]) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if http_probe(probe).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, failure()
+        time.sleep(0.5)
+
+
 def exec_probe(target: Started, command: list[str]) -> subprocess.CompletedProcess[str]:
     """An exec probe's command, run as the container would run it: same image, user, env
     and emptyDirs, in a sibling container. `podman exec` itself fails in this root
@@ -227,20 +248,10 @@ def exec_probe(target: Started, command: list[str]) -> subprocess.CompletedProce
 
 def test_api_image_answers_its_rendered_probes(migrated, containers):
     pod, api = rendered("06-web.yaml", "Deployment", "api")
-    port = api["readinessProbe"]["httpGet"]["port"]
-    with socket.socket() as sock:
-        if sock.connect_ex(("127.0.0.1", port)) == 0:
-            pytest.fail(f"port {port} is taken on this machine; the API container uses host networking")
+    require_free_port(api["readinessProbe"], "API")
     name = containers.start(pod, api, container_env(api, migrated["secrets"], migrated["overrides"])).name
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if http_probe(api["startupProbe"]).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        assert time.monotonic() < deadline, f"the API never passed its startup probe:\n{containers.logs(name)}"
-        time.sleep(0.5)
+    wait_until_probe_passes(api["startupProbe"], 60,
+                            lambda: f"the API never passed its startup probe:\n{containers.logs(name)}")
     assert http_probe(api["livenessProbe"]).status_code == 200
     ready = http_probe(api["readinessProbe"])
     assert ready.status_code == 200, ready.text
@@ -512,21 +523,11 @@ def test_restore_and_drill_cronjobs_restore_that_dump(backed_up):
 
 def test_backup_exporter_serves_the_jobs_freshness(backed_up, containers):
     pod, exporter = rendered("09-backup.yaml", "Deployment", "backup-exporter")
-    port = exporter["readinessProbe"]["httpGet"]["port"]
-    with socket.socket() as sock:
-        if sock.connect_ex(("127.0.0.1", port)) == 0:
-            pytest.fail(f"port {port} is taken on this machine; the exporter container uses host networking")
+    port = require_free_port(exporter["readinessProbe"], "exporter")
     env = container_env(exporter, backed_up["secrets"], backed_up["overrides"])
     name = containers.start(pod, exporter, env, image=BACKUP_IMAGE).name
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if http_probe(exporter["readinessProbe"]).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        assert time.monotonic() < deadline, f"the exporter never became ready:\n{containers.logs(name)}"
-        time.sleep(0.5)
+    wait_until_probe_passes(exporter["readinessProbe"], 30,
+                            lambda: f"the exporter never became ready:\n{containers.logs(name)}")
     assert http_probe(exporter["livenessProbe"]).status_code == 200
     metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     assert 'vibearena_backup_status_up{job="postgres"} 1' in metrics, metrics
