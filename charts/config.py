@@ -1437,6 +1437,10 @@ def _build_profile(env_dir: Path, file_name: str, name: str, overrides: Mapping[
         if violation:
             key, message = violation
             raise _located_error(source, key, message)
+    # After the tier's rules: a minimum the tier refuses is the first thing to fix.
+    ignored = _ignored_replicas(profile, source)
+    if ignored:
+        raise _located_error(source, *ignored)
     return profile
 
 
@@ -1456,6 +1460,24 @@ def _inherited_digest(profile: Profile, source: ProfileSource) -> tuple[str, str
             if file is not None and rank(file) < rank(digest_file):
                 return (f"{path}.{key}", f"is changed here, but {path}.digest comes from {digest_file}: the "
                                          f"runtime would pull that image; set the digest here too (or digest: null)")
+    return None
+
+
+def _ignored_replicas(profile: Profile, source: ProfileSource) -> tuple[str, str] | None:
+    """A `replicas` someone wrote, on a workload an autoscaler owns, would be
+    silently dropped from the render: refuse it unless it agrees with the
+    autoscaler's minimum. A default (not written) is never reported."""
+    scaled = []
+    if profile.api.autoscaling.enabled:
+        scaled.append(("api", profile.api.replicas, profile.api.autoscaling.min_replicas))
+    for index, group in enumerate(profile.worker.groups):
+        if group.autoscaling.mode != "off":
+            scaled.append((f"worker.groups[{index}]", group.replicas, group.autoscaling.min_replicas))
+    for path, replicas, minimum in scaled:
+        if f"{path}.replicas" in source.origins and replicas != minimum:
+            return (f"{path}.replicas", f"is not used while autoscaling is on: the autoscaler keeps at least "
+                                        f"{path}.autoscaling.min_replicas = {minimum}; remove it or make the two "
+                                        f"equal (got {replicas})")
     return None
 
 

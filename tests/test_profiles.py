@@ -443,3 +443,47 @@ def test_the_previews_project_only_reaches_preview_namespaces(argocd_objects, pr
         assert not validate_custom(project), validate_custom(project)
     committed = {d["namespace"] for d in projects["vibearena"]["spec"]["destinations"]}
     assert not any(re.fullmatch(r"vibearena-pr-.*", ns) for ns in committed)
+
+
+# --- a written replica count that an autoscaler would override --------------
+
+QA = "extends: stage\nnamespace: vibearena-qa\ndomain: qa.example.com\n"
+KEDA_GROUP = "{name: default, autoscaling: {mode: keda, min_replicas: 2, max_replicas: 5}"
+
+
+@pytest.mark.parametrize(("body", "key", "got"), [
+    ("api: {replicas: 5, autoscaling: {enabled: true, min_replicas: 2, max_replicas: 6}}\n", "api.replicas", 5),
+    (f"worker: {{groups: [{KEDA_GROUP}, replicas: 3}}]}}\n", "worker.groups[0].replicas", 3),
+    ("worker: {groups: [{name: default}, {name: reports, queues: [reports], replicas: 1,"
+     " autoscaling: {mode: hpa, min_replicas: 2, max_replicas: 4, cpu_utilization: 70}}]}\n",
+     "worker.groups[1].replicas", 1),
+])
+def test_a_replica_count_the_autoscaler_would_override_is_refused(capsys, env_dir, tmp_path, body, key, got):
+    write(env_dir, "qa", QA + body)
+    line = rejected(capsys, env_dir, tmp_path / "dist", "--env", "qa")
+    assert line.startswith(f"{env_dir / 'qa.yaml'}: {key}: is not used while autoscaling is on"), line
+    assert line.endswith(f"(got {got})"), line
+
+
+def test_an_inherited_replica_count_names_the_parent_and_the_child(capsys, env_dir, tmp_path):
+    write(env_dir, "_small", "extends: stage\napi: {replicas: 1}\n")
+    write(env_dir, "qa", QA.replace("extends: stage", "extends: _small")
+          + "api: {autoscaling: {enabled: true, min_replicas: 2, max_replicas: 4}}\n")
+    line = rejected(capsys, env_dir, tmp_path / "dist", "--env", "qa")
+    assert line.startswith(f"{env_dir / '_small.yaml'}: api.replicas: is not used while autoscaling is on"), line
+    assert f"(inherited by {env_dir / 'qa.yaml'})" in line, line
+
+
+@pytest.mark.parametrize("body", [
+    # Written and equal to the autoscaler's minimum (as env/prod.yaml does).
+    "api: {replicas: 3, autoscaling: {enabled: true, min_replicas: 3, max_replicas: 6}}\n",
+    f"worker: {{groups: [{KEDA_GROUP}, replicas: 2}}]}}\n",
+    # Not written: the default is never reported.
+    "api: {autoscaling: {enabled: true, min_replicas: 4, max_replicas: 6}}\n",
+    # Written without an autoscaler: it is the replica count.
+    "api: {replicas: 4}\nworker: {groups: [{name: default, replicas: 3}]}\n",
+])
+def test_replica_counts_that_take_effect_are_accepted(capsys, env_dir, tmp_path, body):
+    write(env_dir, "qa", QA + body)
+    code, errors = run(capsys, "--env-dir", str(env_dir), "--out", str(tmp_path / "dist"), "--env", "qa")
+    assert code == 0, errors
