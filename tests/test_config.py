@@ -92,6 +92,13 @@ BAD_PROFILES = [
 @pytest.mark.parametrize(("case", "file", "old", "new", "key", "words"), BAD_PROFILES,
                          ids=[case[0] for case in BAD_PROFILES])
 def test_bad_profile_is_rejected_cleanly(workspace, case, file, old, new, key, words):
+    assert_rejected_cleanly(workspace, case, file, old, new, key, words)
+
+
+def assert_rejected_cleanly(workspace: tuple[Path, Path], case: str, file: str, old: str, new: str, key: str,
+                            words: str) -> None:
+    """Edit one profile: one line naming the file (and the key, if given) and the
+    expected words, exit 2, no traceback, dist/ untouched."""
     env_dir, out = workspace
     edit(env_dir / file, old, new)
     before = tree_digest(out)

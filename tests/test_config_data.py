@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.manifests import tree_digest
-from tests.test_config import edit, good_dist, run_main, workspace  # noqa: F401 (fixtures)
+from tests.test_config import assert_rejected_cleanly, good_dist, workspace  # noqa: F401 (fixtures)
 
 EXTERNAL_PG = ("postgres:\n  mode: external\n  external: {host: db.example.internal, cidr: 10.0.0.0/16, "
                "ca: {name: db-ca}}\n")
@@ -111,13 +110,5 @@ BAD_DATA_PROFILES = [
 @pytest.mark.parametrize(("case", "file", "old", "new", "key", "words"), BAD_DATA_PROFILES,
                          ids=[case[0] for case in BAD_DATA_PROFILES])
 def test_bad_data_tier_value_is_rejected_cleanly(workspace, case, file, old, new, key, words):  # noqa: F811
-    env_dir, out = workspace
-    edit(env_dir / file, old, new)
-    before = tree_digest(out)
-    result = run_main("--env-dir", str(env_dir), "--out", str(out))
-    assert result.returncode == 2, f"{case}: exit {result.returncode}\n{result.stderr}"
-    first_line = result.stderr.splitlines()[0]
-    assert str(env_dir / file) in first_line and f": {key}:" in first_line, f"{case}: {first_line}"
-    assert words in first_line, f"{case}: expected {words!r} in: {first_line}"
-    assert "Traceback" not in result.stderr
-    assert tree_digest(out) == before, f"{case}: dist/ changed after a failed run"
+    assert key, f"{case}: every data-tier case names its key"
+    assert_rejected_cleanly(workspace, case, file, old, new, key, words)
