@@ -143,21 +143,21 @@ class SecretRefs:
         """
         if self.config.provider != "external-secrets":
             return
-        data = [
-            eso.ExternalSecretSpecData(
-                secret_key=key,
-                remote_ref=eso.ExternalSecretSpecDataRemoteRef(
-                    key=self.config.remote_key or "", property=key))
-            for key in self.used_keys
-        ]
+        store = eso.ExternalSecretSpecSecretStoreRef(kind=STORE_KINDS[self.config.store_kind],
+                                                     name=self.config.store or "")
+
+        def entry(secret_key: str, remote_property: str) -> eso.ExternalSecretSpecData:
+            # One property of the env's remote entry.
+            return eso.ExternalSecretSpecData(secret_key=secret_key, remote_ref=eso.ExternalSecretSpecDataRemoteRef(
+                key=self.config.remote_key or "", property=remote_property))
+
+        data = [entry(key, key) for key in self.used_keys]
         eso.ExternalSecret(
             scope, "external-secret",
             metadata=api_metadata(identity, self.name, namespace),
             spec=eso.ExternalSecretSpec(
                 refresh_interval=self.config.refresh_interval,
-                secret_store_ref=eso.ExternalSecretSpecSecretStoreRef(
-                    kind=STORE_KINDS[self.config.store_kind],
-                    name=self.config.store or ""),
+                secret_store_ref=store,
                 target=eso.ExternalSecretSpecTarget(
                     name=self.name,
                     creation_policy=eso.ExternalSecretSpecTargetCreationPolicy.OWNER),
@@ -170,9 +170,7 @@ class SecretRefs:
                 metadata=api_metadata(identity, secret.name, namespace),
                 spec=eso.ExternalSecretSpec(
                     refresh_interval=self.config.refresh_interval,
-                    secret_store_ref=eso.ExternalSecretSpecSecretStoreRef(
-                        kind=STORE_KINDS[self.config.store_kind],
-                        name=self.config.store or ""),
+                    secret_store_ref=store,
                     target=eso.ExternalSecretSpecTarget(
                         name=secret.name,
                         creation_policy=eso.ExternalSecretSpecTargetCreationPolicy.OWNER,
@@ -182,9 +180,6 @@ class SecretRefs:
                             metadata=eso.ExternalSecretSpecTargetTemplateMetadata(
                                 labels={"cnpg.io/reload": "true"}),
                             data={"username": secret.username, "password": "{{ .password }}"})),
-                    data=[eso.ExternalSecretSpecData(
-                        secret_key="password",
-                        remote_ref=eso.ExternalSecretSpecDataRemoteRef(
-                            key=self.config.remote_key or "", property=secret.password_key))],
+                    data=[entry("password", secret.password_key)],
                 ),
             )
