@@ -124,13 +124,18 @@ def container_env(
     return {**env, **overrides}
 
 
+def built(what: str, image: str) -> str:
+    """scripts/runtime-images.sh build <what>: a no-op while the image is current."""
+    require_roots()
+    result = subprocess.run([str(IMAGES), "build", what], capture_output=True, text=True, timeout=1800,
+                            check=False)
+    assert result.returncode == 0, f"{what} image build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return image
+
+
 @pytest.fixture(scope="module")
 def app_image() -> str:
-    require_roots()
-    result = subprocess.run([str(IMAGES), "build", "app"], capture_output=True, text=True, timeout=1800,
-                            check=False)
-    assert result.returncode == 0, f"image build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return APP_IMAGE
+    return built("app", APP_IMAGE)
 
 
 @pytest.fixture(scope="module")
@@ -325,11 +330,7 @@ def dockerfile_default(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def backup_image() -> str:
-    require_roots()
-    result = subprocess.run([str(IMAGES), "build", "backup"], capture_output=True, text=True, timeout=1800,
-                            check=False)
-    assert result.returncode == 0, f"backup image build failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return BACKUP_IMAGE
+    return built("backup", BACKUP_IMAGE)
 
 
 def test_backup_image_holds_postgresql_18_client_and_runs_as_10002(backup_image):
