@@ -99,12 +99,34 @@ DIGESTS = MappingProxyType({
     "seaweedfs": "sha256:ce9e796f1fe6f06968f4c04bdaf8f678dad9c8acdfef3d244133d71bfa6bf882",
     "cnpg": "sha256:9287ce030c6f3ce822e383b019ae4aaf1e8370bff3b39f9c51dc10d69dc97219",
 })
-# Third-party images that no public record gave a digest for: the prod tier
-# runs exactly these repository:tag pairs by tag until someone with registry
-# access pins them (docs/image-digests.md); another tag needs a digest.
-UNPINNED_ALLOWED = MappingProxyType({
-    "danihodovic/celery-exporter:0.11.1": "no public record of this tag's digest was found",
-})
+
+
+@dataclass(frozen=True)
+class ProjectImage:
+    """An image this project builds: images.yml builds `context`/Dockerfile and
+    pushes it as ghcr.io/<owner>/<name>, cd.yml pins stage's `key` to its
+    digest, `make promote` copies that into prod, `make up` builds it for kind."""
+
+    key: str  # the profile key of its Image
+    context: str  # the build context (a top-level folder)
+    name: str  # the registry name images.yml pushes
+
+    @property
+    def section(self) -> str:
+        return self.key.split(".")[0]
+
+    @property
+    def attribute(self) -> str:
+        return self.key.split(".", 1)[1]
+
+
+PROJECT_IMAGES = (
+    ProjectImage("api.image", "app", "api"),
+    ProjectImage("backups.image", "backup", "backup"),
+    # Upstream's source at a pinned commit: no digest of its published images
+    # could be verified (docs/decisions/051).
+    ProjectImage("monitoring.celery_exporter_image", "celery-exporter", "celery-exporter"),
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -219,7 +241,7 @@ class Placement:
 @dataclass(frozen=True, kw_only=True)
 class ImagesConfig:
     # An existing kubernetes.io/dockerconfigjson Secret (never rendered) for
-    # the project's own images (API, workers, beat, jobs, backups).
+    # the project's own images (API, workers, beat, jobs, backups, the Celery exporter).
     pull_secret: str | None = check(lambda v: None if v is None else dns_name(v), default=None)
 
 
@@ -786,8 +808,10 @@ class MonitoringConfig:
                                                                   tag="v3.14.0", digest=DIGESTS["prometheus"]))
     grafana_image: Image = field(default_factory=lambda: Image(repository="grafana/grafana", tag="13.1.3",
                                                                digest=DIGESTS["grafana"]))
-    celery_exporter_image: Image = field(default_factory=lambda: Image(repository="danihodovic/celery-exporter",
-                                                                       tag="0.11.1"))
+    # Built by images.yml from upstream's source (celery-exporter/Dockerfile),
+    # so its digest is recorded like the app's (docs/decisions/051).
+    celery_exporter_image: Image = field(default_factory=lambda: Image(
+        repository="ghcr.io/vibearena/celery-exporter", tag="0.12.2"))
     retention: str = check(duration(3600_000), default="15d")
     storage: Storage = field(default_factory=lambda: Storage(size="20Gi"))
     prometheus_resources: Resources = field(default_factory=lambda: resources("200m", "512Mi", "1", "1Gi"))
@@ -1120,10 +1144,10 @@ def images_by_digest(profile: Profile, rendered: Iterable[str]) -> tuple[str, st
     pushed again, a digest cannot change). images.yml records the digests of
     the app images, cd.yml pins stage to them, scripts/promote.py copies them
     into prod. Checked on the rendered images, so a component that is off
-    needs no digest. UNPINNED_ALLOWED names the only exceptions."""
+    needs no digest. There are no exceptions."""
     paths = {image.ref: path for path, image in profile.image_refs().items()}
     for ref in sorted(set(rendered)):
-        if "@sha256:" in ref or ref in UNPINNED_ALLOWED:
+        if "@sha256:" in ref:
             continue
         path = paths.get(ref)
         where = f"{path}.digest" if path else "images"

@@ -34,11 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from charts.config import Profile, ProfileError, load_profile  # noqa: E402
+from charts.config import PROJECT_IMAGES, Profile, ProfileError, load_profile  # noqa: E402
 
 KIND_DIR = ROOT / "kind"
-# Image build contexts, by the profile field that names the image.
-BUILD_CONTEXTS = {"api": "app/", "backups": "backup/"}
 NAME_LABEL = "app.kubernetes.io/name"
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 CHART_NAME = "nginx-ingress"
@@ -83,8 +81,8 @@ def built_images(profile: Profile, objects: list[dict[str, Any]]) -> list[tuple[
     An image the render does not use (backups switched off) is not built.
     """
     used = used_images(objects)
-    images = {"api": profile.api.image.ref, "backups": profile.backups.image.ref}
-    return [(BUILD_CONTEXTS[key], ref) for key, ref in images.items() if ref in used]
+    images = profile.image_refs()
+    return [(f"{image.context}/", images[image.key].ref) for image in PROJECT_IMAGES if images[image.key].ref in used]
 
 
 def rendered_jobs(objects: list[dict[str, Any]]) -> list[str]:

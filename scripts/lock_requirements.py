@@ -12,6 +12,8 @@ file whose bytes differ from PyPI's, fails the install.
   requirements-checkov.lock  requirements-checkov.txt: .venv-checkov
   requirements-roots.lock    the app's pins and the test tools: the runtime roots' venv
   app/requirements.lock      app/requirements.txt: the app image (app/Dockerfile)
+  celery-exporter/requirements.lock
+                             celery-exporter/requirements.txt: the Celery exporter image
 
 The requirements files stay the source of every version: each package the
 resolver picks must be pinned there (or in the constraints), so the locks are
@@ -112,6 +114,8 @@ LOCKS = {lock.path: lock for lock in (
          note="the runtime roots' venv (scripts/runtime-roots.sh): the app's pins and its test tools"),
     Lock("app/requirements.lock", ("app/requirements.txt",), pythons=("3.13",), platforms=LINUX,
          note="the app image (app/Dockerfile, python:3.13-slim)"),
+    Lock("celery-exporter/requirements.lock", ("celery-exporter/requirements.txt",), pythons=("3.13",),
+         platforms=LINUX, note="the Celery exporter image (celery-exporter/Dockerfile, python:3.13-slim)"),
 )}
 
 PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]*)(\[[A-Za-z0-9_,.\- ]+\])?==([A-Za-z0-9_.!+-]+)")

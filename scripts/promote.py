@@ -1,11 +1,12 @@
-"""Promote a release: copy the app images another env runs, by digest, into a profile.
+"""Promote a release: copy the project's images another env runs, by digest, into a profile.
 
     .venv/bin/python scripts/promote.py [--from stage] [--to prod] [--env-dir env]
 
 Prod runs the project's images by digest only (charts/config.py RENDER_RULES).
 images.yml records the digest of every image it pushes and cd.yml pins stage
 to them (repository, commit tag, digest, revision); this copies exactly those
-values of `api.image` and `backups.image` into the target profile file,
+values of each image in PROJECT_IMAGES (`api.image`, `backups.image`,
+`monitoring.celery_exporter_image`) into the target profile file,
 keeping its comments and the rest of its text, and checks the result loads.
 Review `git diff env/`, run `make synth` and merge it like any change: the
 promotion is a reviewed commit, and what prod runs is what stage ran.
@@ -25,10 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from charts.config import Image, ProfileError, load_profile  # noqa: E402
-
-# The profile keys of the project's own images: (top-level section, key path).
-PROJECT_IMAGES = (("api", "api.image"), ("backups", "backups.image"))
+from charts.config import PROJECT_IMAGES, Image, ProfileError, load_profile  # noqa: E402
 
 
 class PromoteError(Exception):
@@ -41,14 +39,14 @@ def flow(image: Image) -> str:
     return "{" + ", ".join(f"{key}: {json.dumps(value)}" for key, value in fields.items() if value) + "}"
 
 
-def set_image(text: str, section: str, image: Image) -> str:
-    """`section.image` set to `image` in a profile's text; other lines unchanged.
+def set_image(text: str, section: str, image: Image, attribute: str = "image") -> str:
+    """`section.attribute` set to `image` in a profile's text; other lines unchanged.
 
     The image is one line under the top-level `section:` (two-space indent):
-    an existing `image:` entry (flow or block style) is replaced, or a new one
-    becomes the section's first line; a missing section is appended."""
+    an existing `attribute:` entry (flow or block style) is replaced, or a new
+    one becomes the section's first line; a missing section is appended."""
     lines = text.splitlines(keepends=True)
-    new_line = f"  image: {flow(image)}\n"
+    new_line = f"  {attribute}: {flow(image)}\n"
     start = next((i for i, line in enumerate(lines) if re.fullmatch(rf"{section}:[ \t]*(#.*)?\n?", line)), None)
     if start is None:
         if re.search(rf"^{section}:", text, re.MULTILINE):
@@ -57,7 +55,7 @@ def set_image(text: str, section: str, image: Image) -> str:
     end = next((i for i in range(start + 1, len(lines)) if lines[i].strip() and not lines[i].startswith((" ", "#"))),
                len(lines))
     for i in range(start + 1, end):
-        if re.match(r"  image:", lines[i]):
+        if re.match(rf"  {attribute}:", lines[i]):
             stop = i + 1
             # A block-style image continues on the lines indented deeper.
             while stop < end and (lines[stop].startswith("    ") or not lines[stop].strip()):
@@ -80,20 +78,22 @@ def promote(env_dir: Path, source: str, target: str) -> list[str]:
     original = path.read_text()
     text = original
     report = []
-    for section, key in PROJECT_IMAGES:
-        image: Image = getattr(running, section).image
+    source_images = running.image_refs()
+    for project in PROJECT_IMAGES:
+        image = source_images[project.key]
         if not image.by_digest:
-            raise PromoteError(f"{env_dir / (source + '.yaml')}: {key}.digest: {source} runs {image.ref} by tag; "
-                               "only an image a release pinned by digest can be promoted (cd.yml pins stage)")
-        text = set_image(text, section, image)
-        report.append(f"{path}: {key}: {image.ref}" + (f" (commit {image.revision})" if image.revision else ""))
+            raise PromoteError(f"{env_dir / (source + '.yaml')}: {project.key}.digest: {source} runs {image.ref} by "
+                               "tag; only an image a release pinned by digest can be promoted (cd.yml pins stage)")
+        text = set_image(text, project.section, image, project.attribute)
+        report.append(f"{path}: {project.key}: {image.ref}"
+                      + (f" (commit {image.revision})" if image.revision else ""))
     path.write_text(text)
     try:
-        promoted = load_profile(env_dir, target)
-        for section, key in PROJECT_IMAGES:
-            wanted, got = getattr(running, section).image, getattr(promoted, section).image
+        promoted = load_profile(env_dir, target).image_refs()
+        for project in PROJECT_IMAGES:
+            wanted, got = source_images[project.key], promoted[project.key]
             if got != wanted:
-                raise PromoteError(f"{path}: {key}: reads back as {got.ref}, not {wanted.ref}")
+                raise PromoteError(f"{path}: {project.key}: reads back as {got.ref}, not {wanted.ref}")
     except (ProfileError, PromoteError) as err:
         path.write_text(original)
         raise PromoteError(str(err)) from None

@@ -2,21 +2,27 @@
 # The project's images, built here with podman inside the forky root of
 # scripts/runtime-roots.sh (Debian testing's podman 5, buildah 1.43, runc).
 #
-#   scripts/runtime-images.sh build [app|backup]   stand-in bases, then app/ as localhost/vibearena-app:test
-#                                                  and backup/ as localhost/vibearena-backup:test (default both)
+#   scripts/runtime-images.sh build [app|backup|celery-exporter]
+#                                                  stand-in bases, then app/ as localhost/vibearena-app:test,
+#                                                  backup/ as localhost/vibearena-backup:test and celery-exporter/
+#                                                  as localhost/vibearena-celery-exporter:test (default all three)
 #   scripts/runtime-images.sh backup-build FLAGS...
-#                                                  podman build of backup/ against the stand-in hosts,
-#                                                  with FLAGS added (the tests' refused builds: --target, --build-arg)
+#   scripts/runtime-images.sh exporter-build FLAGS...
+#                                                  podman build of backup/ or celery-exporter/ against the
+#                                                  stand-in hosts, with FLAGS added (the tests' refused builds:
+#                                                  --target, --build-arg)
 #   scripts/runtime-images.sh podman ARGS...       podman with the flags this machine needs
 #
 # No registry is reachable, so the bases named in the Dockerfiles' FROM are
 # stand-ins made from the trixie root (Debian 13, what both upstream bases are)
 # and tagged with those exact names, so every Dockerfile step really runs:
 #
-# - python:3.13.x-slim (app/): the root with `python` linked to Debian's
-#   python3 (in /usr/bin, not a source build in /usr/local) and this machine's
-#   CA bundle for pip. The build runs the venv, pip install of the pinned
-#   requirements, the non-root user, compileall, collectstatic.
+# - python:3.13.x-slim (app/, celery-exporter/): the root with `python` linked
+#   to Debian's python3 (in /usr/bin, not a source build in /usr/local), this
+#   machine's CA bundle for pip, and the stand-in hosts' test CA in the system
+#   bundle (for git over HTTPS in celery-exporter/). The build runs the venv,
+#   pip install of the pinned requirements, the non-root user, compileall,
+#   collectstatic.
 # - debian:trixie-slim (backup/): the root with the packages the roots add
 #   (python3, ca-certificates, procps) purged, plus the stand-in hosts' test CA
 #   in /usr/local/share/ca-certificates, which the image's own
@@ -35,24 +41,33 @@
 # signature, checksum, fingerprint and version check runs. The backup image
 # carries the test CA in its CA bundle; it is for the tests only.
 #
-# Each stand-in base and the backup image carry a label with the hash of their
-# inputs and are rebuilt only when it changes; the app image is rebuilt by
-# podman's layer cache. Builds take a lock (.cache/runtime-images.lock): the
-# tests' workers (pytest-xdist) ask for the same images at once, and the
-# stand-in hosts hold one address.
+# celery-exporter/Dockerfile fetches github.com/danihodovic/celery-exporter at
+# a pinned commit with git. github.com is a stand-in too (same script, same
+# address): a generated repository with a synthetic stand-in exporter, served
+# with git's smart HTTP protocol; the only build arg is EXPORTER_COMMIT, the
+# stand-in's commit id (the repository URL stays the default). The images
+# built from the python stand-in (app, exporter) carry the test CA as well.
+#
+# Each stand-in base, the backup image and the exporter image carry a label
+# with the hash of their inputs and are rebuilt only when it changes; the app
+# image is rebuilt by podman's layer cache. Builds take a lock
+# (.cache/runtime-images.lock): the tests' workers (pytest-xdist) ask for the
+# same images at once, and the stand-in hosts hold one address.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 roots="${RUNTIME_ROOTS_DIR:-$repo/.cache/roots}"
 APP_IMAGE=localhost/vibearena-app:test
 BACKUP_IMAGE=localhost/vibearena-backup:test
+EXPORTER_IMAGE=localhost/vibearena-celery-exporter:test
 IMPORTED=localhost/trixie-root:stand-in
 # Every image built here carries the hash of its inputs under this label.
 INPUTS_LABEL=vibearena.runtime-images.inputs
 STANDINS="$repo/.cache/backup-standins"
 # A loopback address of its own, so ports 80 and 443 are free for the stand-in hosts.
 STANDIN_ADDRESS=${STANDIN_ADDRESS:-127.0.83.1}
-STANDIN_NAMES=(downloads.rclone.org rclone.org apt.postgresql.org)
+BACKUP_HOSTS=(downloads.rclone.org rclone.org apt.postgresql.org)
+EXPORTER_HOSTS=(github.com)
 export PODMAN_IGNORE_CGROUPSV1_WARNING=1
 
 log() { printf 'runtime-images: %s\n' "$*" >&2; }
@@ -100,18 +115,30 @@ standin_build() {
     >/dev/null
 }
 
-python_standin() {
+python_base() {  # python_base DIR: the one python:X.Y.Z-slim base of DIR/Dockerfile
+  local base
+  base=$(sed -nE 's/^FROM (python:[0-9.]+-slim)( .*)?$/\1/p' "$repo/$1/Dockerfile" | sort -u)
+  [[ $(wc -l <<<"$base") -eq 1 && -n "$base" ]] || die "$1/Dockerfile: expected one python:X.Y.Z-slim base"
+  echo "docker.io/library/$base"
+}
+
+python_standin() {  # python_standin DIR: the stand-in for DIR/Dockerfile's base
   local base work
-  base=$(sed -nE 's/^FROM (python:[0-9.]+-slim)( .*)?$/\1/p' "$repo/app/Dockerfile" | sort -u)
-  [[ $(wc -l <<<"$base") -eq 1 && -n "$base" ]] || die "app/Dockerfile: expected one python:X.Y.Z-slim base"
+  base=$(python_base "$1")
+  standin_material
   work=$(mktemp -d)
+  cp "$STANDINS/tls/ca.crt" "$work/standin-hosts-ca.crt"
+  # python:3.13-slim already has ca-certificates (as this root has), so an
+  # image's own `apt-get install ca-certificates` changes nothing: the
+  # stand-in hosts' CA goes into the system bundle here, for git and curl.
   cat >"$work/Containerfile" <<EOF
 FROM $IMPORTED
-RUN ln -sf /usr/bin/python3 /usr/local/bin/python
+COPY standin-hosts-ca.crt /usr/local/share/ca-certificates/
+RUN ln -sf /usr/bin/python3 /usr/local/bin/python && update-ca-certificates >/dev/null
 ENV LANG=C.UTF-8 PIP_CERT=/etc/host-ca-bundle.crt
 CMD ["python3"]
 EOF
-  standin_build "docker.io/library/$base" "$work"
+  standin_build "$base" "$work"
   rm -rf "$work"
 }
 
@@ -143,7 +170,7 @@ standin_material() {
   local stamp
   stamp=$(cat "$roots/forky.stamp" "$repo/scripts/standin_hosts.py" | sha256sum | cut -d' ' -f1)
   [[ -f "$STANDINS/stamp" && "$(cat "$STANDINS/stamp")" == "$stamp" ]] && return 0
-  log "stand-in hosts ${STANDIN_NAMES[*]}: files in $STANDINS"
+  log "stand-in hosts ${BACKUP_HOSTS[*]} ${EXPORTER_HOSTS[*]}: files in $STANDINS"
   rm -rf "$STANDINS"
   "$repo/scripts/runtime-roots.sh" exec forky -- /usr/bin/python3 "$repo/scripts/standin_hosts.py" make "$STANDINS"
   echo "$stamp" >"$STANDINS/stamp"
@@ -151,9 +178,10 @@ standin_material() {
 
 port_taken() { (exec 3<>"/dev/tcp/$STANDIN_ADDRESS/$1") 2>/dev/null; }
 
-# Serve the stand-in hosts until this script exits.
+# Serve the stand-in hosts until this script exits (once: later calls find them serving).
 standin_serve() {
   local port
+  [[ -n "${standin_pid:-}" ]] && kill -0 "$standin_pid" 2>/dev/null && return 0
   for port in 80 443; do
     ! port_taken "$port" || die "$STANDIN_ADDRESS:$port is taken; set STANDIN_ADDRESS to another 127.x.y.z"
   done
@@ -172,47 +200,74 @@ standin_serve() {
   die "the stand-in hosts did not start: $(tail -n 3 "$STANDINS/serve.err")"
 }
 
-# podman build of backup/ against the stand-in hosts, then FLAGS (later flags win).
+# hosted_build CONTEXT ARGS_FILE HOST... -- FLAGS...: podman build of CONTEXT/
+# with each HOST resolving to the stand-in hosts and ARGS_FILE's build args,
+# then FLAGS (later flags win). Docker's image format, as `docker build` makes:
+# the OCI format drops SHELL, and the Dockerfiles' pipelines rely on its pipefail.
+hosted_build() {
+  local context=$1 args_file=$2 args=() line
+  shift 2
+  while [[ $1 != -- ]]; do
+    args+=(--add-host "$1:$STANDIN_ADDRESS")
+    shift
+  done
+  shift
+  standin_serve
+  while IFS= read -r line; do
+    args+=(--build-arg "$line")
+  done <"$args_file"
+  # shellcheck disable=SC2046 # limits prints separate flags
+  podman build --format=docker --pull=never --network=host $(limits) "${args[@]}" "$@" "$repo/$context"
+}
+
+# podman build of backup/ against the stand-in hosts, then FLAGS.
 backup_build() {
-  local args=() line name
   "$repo/scripts/runtime-roots.sh" check >/dev/null
   standin_material
   debian_standin
-  standin_serve
-  for name in "${STANDIN_NAMES[@]}"; do
-    args+=(--add-host "$name:$STANDIN_ADDRESS")
-  done
-  while IFS= read -r line; do
-    args+=(--build-arg "$line")
-  done <"$STANDINS/build-args"
-  # Docker's image format, as `docker build` makes: the OCI format drops SHELL,
-  # and the Dockerfile's pipelines rely on its pipefail.
-  # shellcheck disable=SC2046 # limits prints separate flags
-  podman build --format=docker --pull=never --network=host $(limits) "${args[@]}" "$@" "$repo/backup"
+  hosted_build backup "$STANDINS/build-args" "${BACKUP_HOSTS[@]}" -- "$@"
+}
+
+# podman build of celery-exporter/ against the stand-in github.com, then FLAGS.
+# The stand-in's commit id is the only build arg.
+exporter_build() {
+  "$repo/scripts/runtime-roots.sh" check >/dev/null
+  python_standin celery-exporter
+  hosted_build celery-exporter "$STANDINS/exporter-build-args" "${EXPORTER_HOSTS[@]}" -- "$@"
 }
 
 build_app() {
-  python_standin
+  python_standin app
   log "podman build app/ -> $APP_IMAGE"
   # shellcheck disable=SC2046 # limits prints separate flags
   podman build --pull=never --network=host $(limits) -t "$APP_IMAGE" "$repo/app"
 }
 
-# Built again only when backup/, the stand-in base or the stand-in hosts' files change.
-build_backup() {
-  local stamp base
-  standin_material
-  debian_standin
-  base=$(podman image inspect --format '{{ .Id }}' docker.io/library/debian:trixie-slim)
-  stamp=$({ echo "$base"; cat "$STANDINS/stamp" "$STANDINS/build-args"
-            (cd "$repo/backup" && find . -type f -print0 | sort -z | xargs -0 sha256sum); } |
+# unless_current IMAGE BASE CONTEXT ARGS_FILE BUILDER: BUILDER -t IMAGE, unless
+# IMAGE was built from the same base image, stand-in files, build args and CONTEXT/.
+unless_current() {
+  local image=$1 base=$2 context=$3 args_file=$4 builder=$5 stamp
+  stamp=$({ podman image inspect --format '{{ .Id }}' "$base"; cat "$STANDINS/stamp" "$args_file"
+            (cd "$repo/$context" && find . -type f -print0 | sort -z | xargs -0 sha256sum); } |
           sha256sum | cut -d' ' -f1)
-  if [[ "$(inputs_of "$BACKUP_IMAGE")" == "$stamp" ]]; then
-    log "$BACKUP_IMAGE is current"
+  if [[ "$(inputs_of "$image")" == "$stamp" ]]; then
+    log "$image is current"
     return 0
   fi
-  log "podman build backup/ -> $BACKUP_IMAGE (stand-in hosts on $STANDIN_ADDRESS)"
-  backup_build --label "$INPUTS_LABEL=$stamp" -t "$BACKUP_IMAGE"
+  log "podman build $context/ -> $image (stand-in hosts on $STANDIN_ADDRESS)"
+  "$builder" --label "$INPUTS_LABEL=$stamp" -t "$image"
+}
+
+build_backup() {
+  standin_material
+  debian_standin
+  unless_current "$BACKUP_IMAGE" docker.io/library/debian:trixie-slim backup "$STANDINS/build-args" backup_build
+}
+
+build_exporter() {
+  python_standin celery-exporter
+  unless_current "$EXPORTER_IMAGE" "$(python_base celery-exporter)" celery-exporter \
+    "$STANDINS/exporter-build-args" exporter_build
 }
 
 cmd_build() {
@@ -220,8 +275,9 @@ cmd_build() {
   case ${1:-all} in
     app) build_app ;;
     backup) build_backup ;;
-    all) build_app; build_backup ;;
-    *) die "build: unknown image $1 (app or backup)" ;;
+    celery-exporter) build_exporter ;;
+    all) build_app; build_backup; build_exporter ;;
+    *) die "build: unknown image $1 (app, backup or celery-exporter)" ;;
   esac
 }
 
@@ -235,6 +291,8 @@ lock_builds() {
 case ${1:-} in
   build) shift; lock_builds; cmd_build "$@" ;;
   backup-build) shift; lock_builds; backup_build "$@" ;;
+  exporter-build) shift; lock_builds; exporter_build "$@" ;;
   podman) shift; podman "$@" ;;
-  *) echo "usage: $0 build [app|backup] | backup-build FLAGS... | podman ARGS..." >&2; exit 2 ;;
+  *) echo "usage: $0 build [app|backup|celery-exporter] | backup-build FLAGS... | exporter-build FLAGS..." \
+       "| podman ARGS..." >&2; exit 2 ;;
 esac

@@ -76,10 +76,12 @@ packages_of() {
     # podman, buildah and runc build and run the project's images
     # (scripts/runtime-images.sh); crun refuses this machine's cgroup layout.
     # gpg, gpg-agent and openssl make the stand-in hosts' keys and certificate
-    # for the backup image's build (scripts/standin_hosts.py).
+    # for the backup image's build (scripts/standin_hosts.py); git makes the
+    # stand-in github.com repository for the Celery exporter's build and serves
+    # it (git http-backend: its shallow fetch of a commit id needs smart HTTP).
     forky) echo "postgresql-18 valkey-server valkey-tools prometheus prometheus-alertmanager" \
                 "python3 python3-venv ca-certificates procps rclone jq podman buildah runc" \
-                "gpg gpg-agent openssl" ;;
+                "gpg gpg-agent openssl git" ;;
   esac
 }
 

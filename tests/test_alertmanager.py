@@ -310,8 +310,10 @@ def test_monitoring_off_needs_no_alert_destination(tmp_path):
     env_dir = tmp_path / "env"
     shutil.copytree(ENV_DIR, env_dir)
     path = env_dir / "prod.yaml"
-    path.write_text(path.read_text().replace("monitoring:\n  alertmanager:\n    mode: bundled",
-                                             "monitoring:\n  mode: 'off'\n  alertmanager:\n    mode: 'off'"))
+    text = path.read_text()
+    assert "\n  alertmanager:\n    mode: bundled" in text
+    path.write_text(text.replace("\n  alertmanager:\n    mode: bundled",
+                                 "\n  mode: 'off'\n  alertmanager:\n    mode: 'off'", 1))
     assert load_profile(env_dir, "prod").monitoring.mode == "off"
 
 

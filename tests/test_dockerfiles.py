@@ -31,8 +31,9 @@ def test_image_runs_as_a_high_uid(dockerfile):
     assert uid >= 10000, f"{dockerfile}: runs as {uid}"
 
 
-def test_the_images_ci_builds_are_the_app_and_the_backup_tools():
-    assert [p.relative_to(ROOT).as_posix() for p in DOCKERFILES] == ["app/Dockerfile", "backup/Dockerfile"]
+def test_the_images_ci_builds_are_the_app_the_backup_tools_and_the_celery_exporter():
+    assert [p.relative_to(ROOT).as_posix() for p in DOCKERFILES] == [
+        "app/Dockerfile", "backup/Dockerfile", "celery-exporter/Dockerfile"]
 
 
 def test_hadolint_catches_a_bad_dockerfile(tmp_path):

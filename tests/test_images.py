@@ -1,15 +1,16 @@
-"""The project's images, built from app/Dockerfile and backup/Dockerfile and run with the rendered container specs.
+"""The project's images, built from app/, backup/ and celery-exporter/Dockerfile and run with the rendered specs.
 
 scripts/runtime-images.sh builds them with podman (stand-in bases from the
 trixie root, so every Dockerfile step runs; the backup image's downloads come
-from local stand-ins for rclone's and PGDG's servers). Each container here is
-started the way dist/stage renders it (stage runs the Postgres StatefulSet;
-prod's CloudNativePG clients need the cluster's TLS CA, which no server here
-has): command, env (secrets replaced by test values, service addresses by the
-loopback servers), runAsUser/runAsGroup, read-only root filesystem with the
-emptyDir mounts as directories, dropped capabilities, no privilege escalation,
-working directory. The rendered probes run against it: httpGet for the API and
-the backup exporter, exec for the worker and beat. PostgreSQL 18 and Valkey 9
+from local stand-ins for rclone's and PGDG's servers, the exporter's source from
+a stand-in github.com). Each container here is started the way dist/stage
+renders it (stage runs the Postgres StatefulSet; prod's CloudNativePG clients
+need the cluster's TLS CA, which no server here has): command, env (secrets
+replaced by test values, service addresses by the loopback servers),
+runAsUser/runAsGroup, read-only root filesystem with the emptyDir mounts as
+directories, dropped capabilities, no privilege escalation, working directory.
+The rendered probes run against it: httpGet for the API, the backup exporter and
+the Celery exporter, exec for the worker and beat. PostgreSQL 18 and Valkey 9
 come from the forky root; the S3 server is moto on loopback.
 """
 
@@ -537,3 +538,152 @@ def test_backup_exporter_serves_the_jobs_freshness(backed_up, containers):
     podman("stop", f"--time={grace}", name, timeout=grace + 30)
     state = podman("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
     assert state == "0", f"the exporter exited with {state} on SIGTERM:\n{containers.logs(name)}"
+
+
+# The Celery exporter image ---------------------------------------------------------
+#
+# celery-exporter/Dockerfile built against a stand-in github.com (scripts/standin_hosts.py):
+# a generated repository holding a synthetic stand-in exporter (upstream's layout and
+# options, not its code), fetched by the Dockerfile's own `git fetch --depth=1` over
+# git's smart HTTP protocol; the only build arg is EXPORTER_COMMIT, the stand-in's
+# commit. The dependencies are the real pins from PyPI. Then run with dist/stage's
+# rendered celery-exporter Deployment against Valkey 9 (forky root).
+
+EXPORTER_IMAGE = "localhost/vibearena-celery-exporter:test"
+EXPORTER_DIR = REPO / "celery-exporter"
+# scripts/runtime-images.sh's stand-in files (STANDINS there).
+STANDINS = REPO / ".cache" / "backup-standins"
+
+
+def exporter_build(*flags: str) -> subprocess.CompletedProcess[str]:
+    """podman build of celery-exporter/ against the stand-in github.com, with `flags` last."""
+    return subprocess.run([str(IMAGES), "exporter-build", *flags], capture_output=True, text=True, timeout=900,
+                          check=False)
+
+
+def exporter_default(name: str) -> str:
+    (value,) = [line.split("=", 1)[1] for line in (EXPORTER_DIR / "Dockerfile").read_text().splitlines()
+                if line.startswith(f"ARG {name}=")]
+    return value
+
+
+def standin_commit() -> str:
+    """The stand-in repository's commit, as runtime-images.sh passes it (EXPORTER_COMMIT)."""
+    args = dict(line.split("=", 1) for line in (STANDINS / "exporter-build-args").read_text().splitlines())
+    return args["EXPORTER_COMMIT"]
+
+
+def normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@pytest.fixture(scope="module")
+def exporter_image() -> str:
+    return built("celery-exporter", EXPORTER_IMAGE)
+
+
+def test_exporter_image_holds_the_source_at_the_commit_and_the_pinned_packages(exporter_image):
+    config = json.loads(podman("image", "inspect", exporter_image).stdout)[0]["Config"]
+    assert config["User"] == "10003:10003", config
+    assert config["Entrypoint"] == ["python", "/app/cli.py"], config
+    assert standin_commit() != exporter_default("EXPORTER_COMMIT"), "the stand-in must not pose as upstream's commit"
+    script = """if True:
+        import importlib.metadata, json, os
+        files = sorted(os.path.relpath(os.path.join(d, f), "/app") for d, dirs, fs in os.walk("/app")
+                       if "__pycache__" not in d for f in fs)
+        dirs = sorted(os.path.relpath(os.path.join(d, s), "/app") for d, ds, fs in os.walk("/app") for s in ds)
+        packages = {d.metadata["Name"]: d.version for d in importlib.metadata.distributions()}
+        print(json.dumps({"files": files, "dirs": dirs, "packages": packages,
+                          "writable": [f for f in files if os.access(os.path.join("/app", f), os.W_OK)],
+                          "cli": open("/app/cli.py").read()}))
+    """
+    result = podman("run", "--rm", "--network=host", *limits(), "--read-only", '--entrypoint=["python", "-c"]',
+                    exporter_image, script)
+    found = json.loads(result.stdout)
+    # What the stand-in commit holds, less its tests; no git metadata, no packaging.
+    assert found["files"] == ["LICENSE.md", "cli.py", "src/__init__.py", "src/cli.py"], found["files"]
+    assert ".git" not in found["dirs"], found["dirs"]
+    assert "Stand-in for danihodovic/celery-exporter" in found["cli"], found["cli"]
+    assert found["writable"] == [], "the exporter user can change its code"
+    pins = {normalized(m[1]): m[2] for m in re.finditer(r"(?m)^([A-Za-z0-9][A-Za-z0-9_.-]*)==(\S+)",
+                                                        (EXPORTER_DIR / "requirements.txt").read_text())}
+    installed = {normalized(name): version for name, version in found["packages"].items()
+                 if normalized(name) not in {"pip", "setuptools"}}
+    assert installed == pins, {"not pinned": installed.keys() - pins.keys(), "missing": pins.keys() - installed.keys(),
+                               "other version": {n: installed[n] for n in installed.keys() & pins.keys()
+                                                 if installed[n] != pins[n]}}
+
+
+# Each refused build: EXPORTER_COMMIT (given the stand-in's commit id), patterns the
+# output must hold (the reason: the build traces each step with `set -x`), and the
+# trace of the next step, which must not appear (the build stopped at the check).
+EXPORTER_REFUSED_BUILDS: dict[str, tuple[Callable[[str], str], Callable[[str], list[str]], str]] = {
+    "abbreviated commit id": (
+        lambda commit: commit[:7],
+        # The 40-hex check ran on the abbreviated id.
+        lambda commit: [r"(?m)^\+ .*\{40\}", rf"(?m)^\+ .*\b{commit[:7]}\b"],
+        "+ git init"),
+    "commit id the repository does not have (upstream's v0.12.2)": (
+        lambda commit: exporter_default("EXPORTER_COMMIT"),
+        # github.com (the stand-in) answered the fetch: no such commit.
+        lambda commit: [rf"not our ref {exporter_default('EXPORTER_COMMIT')}"],
+        "+ git checkout"),
+}
+
+
+@pytest.mark.parametrize("case", EXPORTER_REFUSED_BUILDS)
+def test_exporter_build_refuses_a_commit_it_cannot_verify(exporter_image, case):
+    commit_of, reasons_of, next_step = EXPORTER_REFUSED_BUILDS[case]
+    commit = standin_commit()
+    result = exporter_build("--target=source", f"--build-arg=EXPORTER_COMMIT={commit_of(commit)}")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, f"the build accepted it:\n{output[-3000:]}"
+    for reason in reasons_of(commit):
+        assert re.search(reason, output), f"not refused for the expected reason ({reason!r}):\n{output[-3000:]}"
+    assert next_step not in output, f"the build went past the check:\n{output[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def exporter_broker() -> Iterator[services.RedisServer]:
+    """Valkey 9 (forky root), with a password as the chart's Secret holds it."""
+    require_roots()
+    with services.redis_server(runtime=root_runtime("forky")) as redis:
+        yield redis
+
+
+def test_exporter_runs_the_rendered_spec_and_is_ready_only_with_the_broker(exporter_image, exporter_broker,
+                                                                           containers):
+    pod, exporter = rendered("10-monitoring.yaml", "Deployment", "celery-exporter")
+    context = {**pod.get("securityContext", {}), **exporter.get("securityContext", {})}
+    user = json.loads(podman("image", "inspect", exporter_image).stdout)[0]["Config"]["User"]
+    rendered_user = f"{context['runAsUser']}:{context.get('runAsGroup', context['runAsUser'])}"
+    assert rendered_user == user, (
+        f"dist/stage runs celery-exporter as {rendered_user}, the image's user is {user} (the chart must render "
+        "runAsUser/runAsGroup 10003 for the image built from celery-exporter/Dockerfile)")
+    port = require_free_port(exporter["readinessProbe"], "Celery exporter")
+    overrides = {"REDIS_HOST": exporter_broker.host, "REDIS_PORT": str(exporter_broker.port)}
+    # A wrong password first: the exporter serves, but its readiness probe fails.
+    wrong = container_env(exporter, {"REDIS_PASSWORD": exporter_broker.password + "-wrong"}, overrides)
+    name = containers.start(pod, exporter, wrong, image=exporter_image).name
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, f"the exporter never served:\n{containers.logs(name)}"
+            time.sleep(0.5)
+    refused = http_probe(exporter["readinessProbe"])
+    assert refused.status_code != 200, f"ready with a wrong broker password: {refused.text}"
+    assert "broker unreachable" in refused.text, refused.text
+    podman("rm", "--force", "--time=5", name)
+    # The rendered env: the wrapper builds CE_BROKER_URL from REDIS_*.
+    env = container_env(exporter, {"REDIS_PASSWORD": exporter_broker.password}, overrides)
+    name = containers.start(pod, exporter, env, image=exporter_image).name
+    wait_until_probe_passes(exporter["readinessProbe"], 30,
+                            lambda: f"the exporter never became ready:\n{containers.logs(name)}")
+    with socket.create_connection(("127.0.0.1", exporter["livenessProbe"]["tcpSocket"]["port"]), timeout=3):
+        pass
+    metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    assert "celery_broker_up 1.0" in metrics, metrics
+    assert 'celery_queue_length{queue_name="celery"} 0.0' in metrics, metrics

@@ -197,7 +197,8 @@ def test_images_built_are_the_ones_dist_dev_uses() -> None:
     module = devenv()
     profile = module.profile_for("dev")
     images = module.built_images(profile, module.rendered_objects("dev"))
-    assert images == [("app/", profile.api.image.ref), ("backup/", profile.backups.image.ref)]
+    assert images == [("app/", profile.api.image.ref), ("backup/", profile.backups.image.ref),
+                      ("celery-exporter/", profile.monitoring.celery_exporter_image.ref)]
     # The contexts CI builds and lints (images.yml, tests/test_dockerfiles.py).
     build = yaml.safe_load((ROOT / ".github" / "workflows" / "images.yml").read_text())["jobs"]["build"]
     contexts = sorted(f"{entry['context']}/" for entry in build["strategy"]["matrix"]["include"])

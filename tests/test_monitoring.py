@@ -602,3 +602,19 @@ def test_every_alert_fires_in_a_promtool_case_and_stays_silent_when_healthy():
                   for a in g.alerts):
         assert alert in fires, f"{alert}: no promtool case fires it (tests/monitoring/**/*.test.yaml)"
         assert alert in silent, f"{alert}: no promtool case shows it silent on healthy series"
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_celery_exporter_reconnects_instead_of_exiting(manifests, env):
+    """danihodovic/celery-exporter v0.12.2 re-raises the first broker error
+    unless --retry-interval (CE_RETRY_INTERVAL) is above 0 (src/exporter.py:
+    `if self.retry_interval == 0: raise e`), so without it a Redis restart
+    crash-loops the exporter. tests/test_celery_exporter_upstream.py shows it
+    on the real exporter where its source is available."""
+    exporters = [t for t in pod_templates(manifests[env]) if t.where.endswith("celery-exporter")]
+    if not exporters:
+        pytest.skip(f"{env} renders no Celery exporter")
+    (template,) = exporters
+    (container,) = template.containers()
+    values = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert values.get("CE_RETRY_INTERVAL", "0").isdigit() and int(values.get("CE_RETRY_INTERVAL", "0")) > 0, values

@@ -3,6 +3,7 @@ images by digest in prod, and the promotion that puts them there."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -21,7 +22,6 @@ from packaging.version import Version
 
 from charts.config import (
     DIGESTS,
-    UNPINNED_ALLOWED,
     Image,
     ProfileError,
     images_by_digest,
@@ -38,6 +38,7 @@ import promote
 
 DIGEST = "sha256:" + "ab" * 32
 OTHER_DIGEST = "sha256:" + "cd" * 32
+THIRD_DIGEST = "sha256:" + "ef" * 32
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 ZERO_DIGEST = "sha256:" + "0" * 64
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -124,6 +125,7 @@ LOCKS = {
     "requirements-roots.lock": (["app/requirements.txt", "requirements-dev.txt"], ["constraints.txt"],
                                 {"pytest", "requests", "boto3", "moto"}),
     "app/requirements.lock": (["app/requirements.txt"], [], None),
+    "celery-exporter/requirements.lock": (["celery-exporter/requirements.txt"], [], None),
 }
 
 
@@ -171,7 +173,11 @@ TARGETS = {
     "requirements-checkov.lock": (["3.11", "3.12", "3.13", "3.14"], [*LINUX, ("darwin", "arm64")]),
     "requirements-roots.lock": (["3.13", "3.14"], LINUX),
     "app/requirements.lock": (["3.13"], LINUX),
+    "celery-exporter/requirements.lock": (["3.13"], LINUX),
 }
+# Locks whose pins no venv here holds: their files are installed (from PyPI,
+# --no-deps, checked against the lock's hashes) into a cache to read their metadata.
+UNVENVED = {"celery-exporter/requirements.lock"}
 
 
 def installed_metadata(python: Path) -> dict[str, dict]:
@@ -179,6 +185,28 @@ def installed_metadata(python: Path) -> dict[str, dict]:
     script = ("import json, importlib.metadata as m; print(json.dumps({d.metadata['Name']: "
               "{'version': d.version, 'requires': d.requires or []} for d in m.distributions()}))")
     result = subprocess.run([str(python), "-c", script], capture_output=True, text=True, check=True, timeout=60)
+    return {canonicalize_name(k): v for k, v in json.loads(result.stdout).items()}
+
+
+def installed_lock_metadata(name: str) -> dict[str, dict]:
+    """The metadata of a lock's own files: pip installs them (--no-deps, so
+    nothing the lock misses is added; --require-hashes) into a cache directory
+    named by the lock's hash, and this reads what landed there."""
+    lock = ROOT / name
+    target = ROOT / ".cache" / "lock-metadata" / hashlib.sha256(lock.read_bytes()).hexdigest()[:16]
+    if not (target / ".complete").exists():
+        shutil.rmtree(target, ignore_errors=True)
+        result = subprocess.run(
+            [str(ROOT / ".venv" / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+             "--no-deps", "--require-hashes", "--only-binary=:all:", "--python-version", TARGETS[name][0][0],
+             "--platform", "manylinux2014_x86_64", "--target", str(target), "--requirement", str(lock)],
+            capture_output=True, text=True, timeout=600, check=False)
+        assert result.returncode == 0, f"{name}: pip install failed:\n{result.stderr[-3000:]}"
+        (target / ".complete").touch()
+    script = ("import json, sys, importlib.metadata as m; print(json.dumps({d.metadata['Name']: "
+              "{'version': d.version, 'requires': d.requires or []} for d in m.distributions(path=[sys.argv[1]])}))")
+    result = subprocess.run([sys.executable, "-c", script, str(target)], capture_output=True, text=True, check=True,
+                            timeout=60)
     return {canonicalize_name(k): v for k, v in json.loads(result.stdout).items()}
 
 
@@ -233,8 +261,8 @@ def test_lock_holds_every_dependency_on_every_target(name):
     venv = ROOT / (".venv-checkov" if name == "requirements-checkov.lock" else ".venv")
     if not (venv / "bin" / "python").exists():
         pytest.skip(f"{venv.name} missing (scripts/setup.sh test installs it)")
-    problems = closure_problems(read_lock((ROOT / name).read_text()), installed_metadata(venv / "bin" / "python"),
-                                *TARGETS[name])
+    metadata = installed_lock_metadata(name) if name in UNVENVED else installed_metadata(venv / "bin" / "python")
+    problems = closure_problems(read_lock((ROOT / name).read_text()), metadata, *TARGETS[name])
     assert not problems, f"{name} is incomplete:\n" + "\n".join(problems)
 
 
@@ -261,7 +289,8 @@ def pip_installs(text: str) -> list[str]:
 
 def test_every_pip_install_reads_a_hashed_lock():
     sources = [ROOT / "scripts" / "setup.sh", ROOT / "scripts" / "runtime-roots.sh", ROOT / "Makefile",
-               ROOT / "app" / "Dockerfile", ROOT / "backup" / "Dockerfile", *WORKFLOWS]
+               ROOT / "app" / "Dockerfile", ROOT / "backup" / "Dockerfile", ROOT / "celery-exporter" / "Dockerfile",
+               *WORKFLOWS]
     seen = 0
     for path in sources:
         for install in pip_installs(path.read_text()):
@@ -286,11 +315,13 @@ def test_setup_installs_each_venv_from_its_lock_and_restamps_on_a_lock_change():
     assert "/tmp/requirements.lock" in roots and 'cp "$repo/requirements-roots.lock"' in roots
 
 
-def test_the_image_installs_only_from_the_hashed_lock():
-    dockerfile = (ROOT / "app" / "Dockerfile").read_text()
+@pytest.mark.parametrize("context", ["app", "celery-exporter"])
+def test_the_image_installs_only_from_the_hashed_lock(context):
+    dockerfile = (ROOT / context / "Dockerfile").read_text()
     (install,) = pip_installs(dockerfile)
     assert "--require-hashes" in install and "/tmp/requirements.lock" in install, install
     assert "COPY requirements.lock /tmp/requirements.lock" in dockerfile
+    assert (ROOT / context / "requirements.lock").is_file() and f"{context}/requirements.lock" in locks.LOCKS
 
 
 def test_lock_script_refuses_what_it_cannot_lock():
@@ -352,7 +383,7 @@ def test_committed_prod_runs_every_image_by_digest():
     for ref in images:
         assert REFERENCE.fullmatch(ref), f"not an image reference: {ref}"
     by_tag = {ref for ref in images if "@sha256:" not in ref}
-    assert by_tag == {"danihodovic/celery-exporter:0.11.1"} == set(UNPINNED_ALLOWED)
+    assert by_tag == set(), by_tag
 
 
 def test_digest_forms_render_as_valid_references():
@@ -382,9 +413,11 @@ def test_prod_rule_wants_every_rendered_image_by_digest():
     key, message = images_by_digest(profile, refs)
     assert key == "api.image.digest" and "ghcr.io/vibearena/api:1.2.0 would run by tag" in message
     assert images_by_digest(profile, refs - {"ghcr.io/vibearena/api:1.2.0"}) is None
-    # Only the exact repository:tag pairs without a public digest pass by tag.
-    assert images_by_digest(profile, {"danihodovic/celery-exporter:0.11.1"}) is None
-    assert images_by_digest(profile, {"danihodovic/celery-exporter:0.12.2"})[0] == "images"
+    # No image passes by tag, the exporter the chart used to pull from Docker Hub included.
+    assert images_by_digest(profile, {"danihodovic/celery-exporter:0.11.1"})[0] == "images"
+    by_tag = profile_with("prod", {"monitoring": {"celery_exporter_image": {"tag": "0.12.2", "digest": None}}})
+    key, message = images_by_digest(by_tag, {by_tag.monitoring.celery_exporter_image.ref})
+    assert key == "monitoring.celery_exporter_image.digest", message
     # An image of a component that is off is not rendered, so it needs no digest.
     assert profile.postgres.image.digest is None and images_by_digest(profile, set()) is None
 
@@ -412,8 +445,6 @@ def test_third_party_digests_are_the_documented_ones():
                 if "@" in ref and "vibearena" not in ref}
     assert defaults == rows
     assert set(DIGESTS.values()) == set(rows.values())
-    for ref in UNPINNED_ALLOWED:
-        assert re.search(rf"^\| `{re.escape(ref)}` \| none \|", doc, re.MULTILINE), ref
 
 
 def test_committed_prod_fails_closed_until_a_release_is_promoted():
@@ -421,7 +452,7 @@ def test_committed_prod_fails_closed_until_a_release_is_promoted():
     image, so a deploy cannot start anything. After one, a real digest with
     the commit it was built from."""
     profile = load_profile(ENV_DIR, "prod")
-    for image in (profile.api.image, profile.backups.image):
+    for image in (profile.api.image, profile.backups.image, profile.monitoring.celery_exporter_image):
         assert image.digest is not None
         if image.digest == ZERO_DIGEST:
             assert image.tag == "unreleased", image
@@ -461,33 +492,37 @@ def test_a_child_that_changes_the_tag_of_an_inherited_digest_is_refused(tmp_path
 
 # --- promotion --------------------------------------------------------------------
 
-def pinned_stage(env_dir: Path) -> tuple[Image, Image]:
+def pinned_stage(env_dir: Path) -> tuple[Image, Image, Image]:
     """Stage as cd.yml leaves it after a release: commit tag, digest, revision."""
     api = Image(repository="ghcr.io/vibearena/api", tag=REVISION, digest=DIGEST, revision=REVISION)
     backup = Image(repository="ghcr.io/vibearena/backup", tag=REVISION, digest=OTHER_DIGEST)
+    exporter = Image(repository="ghcr.io/vibearena/celery-exporter", tag=REVISION, digest=THIRD_DIGEST)
     stage = env_dir / "stage.yaml"
     stage.write_text(stage.read_text().replace(
         '  image: {repository: ghcr.io/vibearena/api, tag: "0.1.0"}\n',
         f'  image: {{repository: ghcr.io/vibearena/api, tag: "{REVISION}", digest: "{DIGEST}", '
         f'revision: "{REVISION}"}}\n') + f'backups:\n  image: {{repository: ghcr.io/vibearena/backup, '
-                                          f'tag: "{REVISION}", digest: "{OTHER_DIGEST}"}}\n')
-    return api, backup
+                                          f'tag: "{REVISION}", digest: "{OTHER_DIGEST}"}}\n'
+                     + f'monitoring:\n  celery_exporter_image: {{repository: ghcr.io/vibearena/celery-exporter, '
+                       f'tag: "{REVISION}", digest: "{THIRD_DIGEST}"}}\n')
+    return api, backup, exporter
 
 
 def test_promote_copies_what_stage_runs_into_prod(tmp_path):
     env_dir = tmp_path / "env"
     shutil.copytree(ENV_DIR, env_dir)
-    api, backup = pinned_stage(env_dir)
+    api, backup, exporter = pinned_stage(env_dir)
     before = (env_dir / "prod.yaml").read_text()
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "promote.py"), "--env-dir", str(env_dir)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     prod = load_profile(env_dir, "prod")
-    assert (prod.api.image, prod.backups.image) == (api, backup)
+    assert (prod.api.image, prod.backups.image, prod.monitoring.celery_exporter_image) == (api, backup, exporter)
     after = (env_dir / "prod.yaml").read_text()
-    # Only the two image lines changed; comments and every other line stay.
+    # Only the three image lines changed; comments and every other line stay.
     changed = [(a, b) for a, b in zip(before.splitlines(), after.splitlines(), strict=True) if a != b]
-    assert [b.strip().split(":")[0] for _a, b in changed] == ["image", "image"], changed
+    assert sorted(b.strip().split(":")[0] for _a, b in changed) == ["celery_exporter_image", "image", "image"], \
+        changed
     # Promoting again changes nothing.
     assert promote.main(["--env-dir", str(env_dir)]) == 0 and (env_dir / "prod.yaml").read_text() == after
     _stack, objects = render_with("prod", {"api": {"image": {"tag": REVISION, "digest": DIGEST}}})

@@ -280,8 +280,9 @@ def image_repository(image: str) -> str:
 def test_pull_secret_on_exactly_the_project_image_pods():
     stack, objects = render_with("prod", {"images": {"pull_secret": "ghcr-pull"}})
     profile = stack.profile
-    # The project's images, from the profile (not the chart's own list).
-    ours = {profile.api.image.repository, profile.backups.image.repository}
+    # The images the project builds (images.yml), from the profile, not the chart's own list.
+    ours = {profile.api.image.repository, profile.backups.image.repository,
+            profile.monitoring.celery_exporter_image.repository}
     seen = set()
     for pod in pod_templates(objects):
         repositories = {image_repository(c["image"]) for c in pod.containers()}

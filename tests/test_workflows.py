@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from charts.config import PROJECT_IMAGES
 from tests.support.manifests import ROOT
 
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -139,7 +140,11 @@ def test_images_are_pushed_by_commit_sha() -> None:
     assert build["permissions"] == {"contents": "read", "packages": "write"}
     assert build["if"] == "github.ref == 'refs/heads/main'"
     matrix = images["jobs"]["build"]["strategy"]["matrix"]["include"]
-    assert {(m["image"], m["context"]) for m in matrix} == {("api", "app"), ("backup", "backup")}
+    assert {(m["image"], m["context"]) for m in matrix} == {("api", "app"), ("backup", "backup"),
+                                                             ("celery-exporter", "celery-exporter")}
+    # The same table the profile tools read (promote, devenv), and a build trigger for each context.
+    assert {(m["image"], m["context"]) for m in matrix} == {(i.name, i.context) for i in PROJECT_IMAGES}
+    assert set(images["on"]["push"]["paths"]) >= {f"{i.context}/**" for i in PROJECT_IMAGES}
     script = "\n".join(s.get("run", "") for s in steps(images))
     assert 'ref="ghcr.io/' in script and ":$SHA" in script and 'docker push "$ref"' in script
     assert script.index('docker manifest inspect "$ref"') < script.index('docker push "$ref"'), \
@@ -164,9 +169,16 @@ def test_cd_renders_without_a_write_token_and_pushes_apart() -> None:
     assert token_steps == ["Fetch the digests images.yml recorded", "Push the bump"]
     assert " push --quiet origin HEAD:main" in push["run"] and " push " not in render["run"]
     # Stage is pinned by digest (tag: the commit images.yml pushed), with the commit recorded beside it.
-    for image, digest in (("api", "API_DIGEST"), ("backups", "BACKUP_DIGEST")):
-        assert re.search(rf'\.{image}\.image = \{{"repository": strenv\(\w+\), "tag": strenv\(SHA\), '
-                         rf'"digest": strenv\({digest}\)', render["run"]), image
+    keys = {"api.image": "API_DIGEST", "backups.image": "BACKUP_DIGEST",
+            "monitoring.celery_exporter_image": "EXPORTER_DIGEST"}
+    assert set(keys) == {i.key for i in PROJECT_IMAGES}
+    for key, digest in keys.items():
+        assert re.search(rf'\.{re.escape(key)} = \{{"repository": strenv\(\w+\), "tag": strenv\(SHA\), '
+                         rf'"digest": strenv\({digest}\)', render["run"]), key
+    fetch = next(st for st in job["steps"] if st.get("name") == "Fetch the digests images.yml recorded")
+    assert f"for image in {' '.join(i.name for i in PROJECT_IMAGES)}; do" in fetch["run"]
+    changes = re.search(r"git log -1 --format=%H HEAD -- ([^)]+)\)", render["run"])
+    assert changes and set(changes.group(1).split()) >= {i.context for i in PROJECT_IMAGES}
     assert '"revision": strenv(SHA)' in render["run"] and ".api.image.revision" in render["run"]
 
 
@@ -316,3 +328,18 @@ def test_the_ci_plan_step_runs_here_and_reports_every_env(tmp_path: Path) -> Non
         assert f"make plan: `{env}`" in plan_md
     assert output.read_text().strip() in {"status=0", "status=3"}
     assert summary.read_text() == plan_md
+
+
+def test_third_party_digests_are_checked_against_their_registries() -> None:
+    digests = load(WORKFLOWS / "digests.yml")
+    assert digests["permissions"] == {"contents": "read"}
+    assert digests["on"]["schedule"], "a digest that stops resolving must be noticed without a change"
+    for trigger in ("push", "pull_request"):
+        assert {"charts/config.py", "dist/**", "scripts/check_digests.py"} <= set(digests["on"][trigger]["paths"])
+    (job,) = digests["jobs"].values()
+    assert "permissions" not in job
+    script = "\n".join(s.get("run", "") for s in job["steps"])
+    assert "apt-get install" in script and "skopeo" in script
+    assert "scripts/check_digests.py" in script and "set -euo pipefail" in script, \
+        "the check's exit status must survive the pipe into the step summary"
+    assert "--strict" not in script and "--skopeo-arg" not in script, "real registries, TLS verified"

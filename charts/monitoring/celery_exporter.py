@@ -1,5 +1,6 @@
-"""The Celery exporter (danihodovic/celery-exporter): task events and queue
-lengths from the broker. It exists only for monitoring, so it is rendered here.
+"""The Celery exporter (danihodovic/celery-exporter, built from its source by
+celery-exporter/Dockerfile): task events and queue lengths from the broker.
+It exists only for monitoring, so it is rendered here.
 
 Changes when the exporter's image, options or broker wiring change.
 """
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from charts.stack import Stack
 
 CELERY_EXPORTER_PORT = 9808
+CELERY_EXPORTER_UID = 10003
+CELERY_EXPORTER_RETRY_SECONDS = 5
 
 
 class Broker(Protocol):
@@ -52,11 +55,15 @@ def celery_exporter(scope: Construct, id: str, *, stack: Stack, config: Monitori
         env=[*broker_env,
              k8s.EnvVar(name="CE_PORT", value=str(CELERY_EXPORTER_PORT)),
              # Queue lengths are reported even while no worker consumes them.
-             k8s.EnvVar(name="CE_QUEUES", value=",".join(queues))],
+             k8s.EnvVar(name="CE_QUEUES", value=",".join(queues)),
+             # Upstream's default 0 exits on the first broker error, so a
+             # Redis restart would crash-loop it; it reconnects instead.
+             k8s.EnvVar(name="CE_RETRY_INTERVAL", value=str(CELERY_EXPORTER_RETRY_SECONDS))],
         ports=[Port(name="metrics", port=CELERY_EXPORTER_PORT, in_service=False)],
         probes=Probes(
-            # /health pings the broker; liveness only checks the server, so
-            # a broker outage does not restart the exporter in a loop.
+            # /health checks the exporter's broker connection (upstream
+            # v0.12.2 does not notice an outage after start); liveness only
+            # checks the server, so a broker outage never restarts it.
             readiness=Probe(http_path="/health", port=CELERY_EXPORTER_PORT, period_seconds=30,
                             timeout_seconds=10),
             liveness=Probe(tcp=True, port=CELERY_EXPORTER_PORT, period_seconds=30, failure_threshold=4),
@@ -65,6 +72,8 @@ def celery_exporter(scope: Construct, id: str, *, stack: Stack, config: Monitori
     )
     exporter = Deployment(scope, id, stack=stack, name="celery-exporter",
                           component=COMPONENT, version=image.tag, containers=[container],
+                          # The image's own user (celery-exporter/Dockerfile).
+                          uid=CELERY_EXPORTER_UID, image_pull_secrets=stack.project_pull_secrets,
                           # Two exporters would both count every event.
                           replicas=1, recreate=True, volumes=broker.client_volumes())
     stack.network.allow(exporter.peer, broker.peer, broker.port,
