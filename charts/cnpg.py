@@ -123,6 +123,13 @@ class CnpgCluster(Construct):
             spec["plugins"] = [{"name": PLUGIN, "isWALArchiver": True,
                                 "parameters": {"barmanObjectName": store_name, "serverName": cnpg.server_name}}]
             self._object_store(store_name, identity)
+        if cnpg.pooler.enabled:
+            # PgBouncer presents the Cluster's server certificate (Pooler
+            # clientTLSSecret defaults to it), whose names are the -rw/-r/-ro
+            # Services plus these: so clients verify the pooler's name too.
+            pooler = self.pooler_name
+            spec["certificates"] = {"serverAltDNSNames": [pooler, f"{pooler}.{stack.namespace}",
+                                                          f"{pooler}.{stack.namespace}.svc"]}
         self.cluster = _api_object(self, "cluster", "postgresql.cnpg.io/v1", "Cluster",
                                    api_metadata(identity, cnpg.name, stack.namespace), spec)
         # A headless Service over the instances' metrics port: the bundled
@@ -178,10 +185,15 @@ class CnpgCluster(Construct):
         stack.network.allow(self.instances, external(backup.cidr, key=f"cnpg-archive:{parsed.hostname}"), port,
                             reason="WAL archive and base backups (Barman Cloud plugin)")
 
+    @property
+    def pooler_name(self) -> str:
+        """The Pooler, and the Service CNPG creates for it under the same name."""
+        return f"{self.cnpg.name}-pooler-rw"
+
     def _pooler(self, identity: Any, api_server: Peer) -> None:
         cnpg, stack = self.cnpg, self.stack
         pooler = cnpg.pooler
-        name = f"{cnpg.name}-pooler-rw"
+        name = self.pooler_name
         resources = pooler.resources
         _api_object(self, "pooler", "postgresql.cnpg.io/v1", "Pooler", api_metadata(identity, name, stack.namespace), {
             "cluster": {"name": cnpg.name},
@@ -198,9 +210,10 @@ class CnpgCluster(Construct):
         stack.network.allow(peer, api_server, self.cnpg.api_server_port, reason="PgBouncer instance manager")
         self.host = name
         self.client_peer = peer
-        # PgBouncer presents the certificate CNPG issues for the pooler.
-        self.sslmode = "require"
-        self.ca = None
+        # Verified like the -rw Service: same CA, and the certificate names
+        # the pooler (serverAltDNSNames above). CloudNativePG v1.30.0 source:
+        # api/v1/pooler_funcs.go GetClientTLSSecretNameOrDefault,
+        # internal/controller/cluster_pki.go ensureServerLeafCertificate.
 
 
 def _storage(size: str, class_name: str | None) -> dict[str, Any]:

@@ -121,7 +121,7 @@ def test_cnpg_role_secrets_are_basic_auth_from_the_secret_store():
         assert not validate_custom(one(objects, "ExternalSecret", name))
 
 
-def test_app_connects_to_the_rw_service_with_verify_full_or_to_the_pooler():
+def test_app_connects_with_verify_full_to_the_rw_service_or_to_the_pooler():
     _stack, objects = render_with("prod", VARIANTS["plain"])
     api = one(objects, "Deployment", "api")
     variables = env_vars(api, "api")
@@ -131,7 +131,26 @@ def test_app_connects_to_the_rw_service_with_verify_full_or_to_the_pooler():
     assert volumes["postgres-ca"]["secret"]["secretName"] == "postgres-ca"
     assert variables["DATABASE_SSLROOTCERT"]["value"].endswith("/postgres-ca/ca.crt")
     _stack, pooled = render_with("prod", VARIANTS["pooler"])
-    assert env_vars(one(pooled, "Deployment", "api"), "api")["DATABASE_HOST"]["value"] == "postgres-pooler-rw"
+    pooled_api = one(pooled, "Deployment", "api")
+    through_pooler = env_vars(pooled_api, "api")
+    assert through_pooler["DATABASE_HOST"]["value"] == "postgres-pooler-rw"
+    # PgBouncer presents the Cluster's server certificate (CloudNativePG: the
+    # Pooler's clientTLSSecret defaults to it), signed by the same CA. Its names
+    # are the -rw/-r/-ro Services plus spec.certificates.serverAltDNSNames, so
+    # verify-full holds only if the pooler's host is among those.
+    assert through_pooler["DATABASE_SSLMODE"]["value"] == "verify-full"
+    assert through_pooler["DATABASE_SSLROOTCERT"]["value"].endswith("/postgres-ca/ca.crt")
+    pooled_volumes = {v["name"]: v for v in pooled_api["spec"]["template"]["spec"]["volumes"]}
+    assert pooled_volumes["postgres-ca"]["secret"]["secretName"] == "postgres-ca"
+    cluster = one(pooled, "Cluster", "postgres")
+    names = cluster["spec"]["certificates"]["serverAltDNSNames"]
+    assert through_pooler["DATABASE_HOST"]["value"] in names
+    (pooler,) = [o for o in pooled if o["kind"] == "Pooler"]
+    # CNPG names the Service after the Pooler.
+    assert pooler["metadata"]["name"] == through_pooler["DATABASE_HOST"]["value"]
+    assert "pgbouncer" not in pooler["spec"] or "clientTLSSecret" not in pooler["spec"]["pgbouncer"]
+    # Without a pooler the certificate keeps CNPG's own names only.
+    assert "certificates" not in one(objects, "Cluster", "postgres")["spec"]
     # Dumps never go through PgBouncer.
     dump = env_vars(one(pooled, "CronJob", "postgres-backup"), "postgres-backup")
     assert dump["PGHOST"]["value"] == "postgres-rw" and dump["PGSSLMODE"]["value"] == "verify-full"
