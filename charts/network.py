@@ -9,6 +9,7 @@ egress for every pod.
 
 from __future__ import annotations
 
+import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -59,13 +60,21 @@ def pods_in(namespace: str, labels: Mapping[str, str], key: str) -> Peer:
     return Peer(key=key, selector=tuple(sorted(labels.items())), namespace=namespace)
 
 
-PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+# Where pods, nodes and Services live: RFC 1918, and for IPv6 unique-local
+# (RFC 4193) and link-local addresses.
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10")
 
 
 def external(cidr: str, key: str) -> Peer:
-    """A destination outside the cluster. "Anywhere" excludes the private
-    ranges, so such a rule never doubles as a path to pods or nodes."""
-    return Peer(key=key, cidr=cidr, cidr_except=PRIVATE_RANGES if cidr == "0.0.0.0/0" else ())
+    """A destination outside the cluster. A range wider than a private one
+    ("anywhere", 0.0.0.0/0 or ::/0, or any other supernet) excludes it, so such
+    a rule never doubles as a path to pods or nodes; a private range named
+    itself (a managed database in the VPC) is kept as written."""
+    network = ipaddress.ip_network(cidr, strict=False)
+    excluded = tuple(str(private) for private in map(ipaddress.ip_network, PRIVATE_RANGES)
+                     if private.version == network.version and private != network
+                     and private.subnet_of(network))  # type: ignore[arg-type]  # same version checked
+    return Peer(key=key, cidr=cidr, cidr_except=excluded)
 
 
 @dataclass(frozen=True)

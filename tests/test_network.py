@@ -467,3 +467,37 @@ def test_cnpg_reachability_is_the_declared_table():
                      ("postgres-cnpg", 8000), ("prometheus", 9187)} | {(a, 5432) for a in app | dumps}), into
     assert out == {("postgres-cnpg", 5432), ("postgres-cnpg", 8000), ("cidr:10.96.0.1/32", 6443),
                    ("cidr:52.219.0.0/16", 443)}, out
+
+
+# A range wider than a private one never doubles as a path to pods or nodes:
+# (written CIDR, the ranges NetworkPolicy must cut out of it).
+EXTERNAL_EXCEPTIONS = {
+    "0.0.0.0/0": {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"},
+    "::/0": {"fc00::/7", "fe80::/10"},
+    "8.0.0.0/6": {"10.0.0.0/8"},
+    "172.0.0.0/8": {"172.16.0.0/12"},
+    "fc00::/6": {"fc00::/7", "fe80::/10"},
+    # A private range named itself (a managed database in the VPC) stays as written.
+    "10.0.0.0/8": set(),
+    "10.20.0.0/16": set(),
+    "fd12:3456::/32": set(),
+    "52.219.0.0/16": set(),
+    "2600:1f18::/32": set(),
+}
+
+
+@pytest.mark.parametrize("cidr", EXTERNAL_EXCEPTIONS)
+def test_external_ranges_exclude_the_private_ranges_they_contain(cidr):
+    from charts.network import external
+
+    assert set(external(cidr, key="x").cidr_except) == EXTERNAL_EXCEPTIONS[cidr]
+
+
+def test_an_ipv6_offsite_target_cannot_reach_pods():
+    from tests.support.render import render_with
+
+    _stack, objects = render_with("prod", {"backups": {"offsite": {"cidr": "::/0"}}})
+    blocks = [peer["ipBlock"] for policy in of_kind(objects, "NetworkPolicy")
+              for rule in policy["spec"].get("egress", []) for peer in rule.get("to", []) if "ipBlock" in peer]
+    (ipv6,) = {tuple(b.get("except", ())) for b in blocks if b["cidr"] == "::/0"}
+    assert set(ipv6) == {"fc00::/7", "fe80::/10"}
