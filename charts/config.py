@@ -1273,12 +1273,32 @@ def backups_leave_the_cluster(profile: Profile) -> tuple[str, str] | None:
     return None
 
 
+def storage_over_tls(profile: Profile) -> tuple[str, str] | None:
+    """Stage and prod: every S3 endpoint outside the cluster is https. Dumps,
+    the WAL archive and uploads hold personal data, and a request on plain
+    http can be read and changed on the way (dev may use a local http one)."""
+    endpoints = []
+    if profile.object_store.mode == "external":
+        endpoints.append(("object_store.external_endpoint", profile.object_store.external_endpoint))
+    if profile.backups.enabled and profile.backups.offsite.enabled:
+        endpoints.append(("backups.offsite.endpoint", profile.backups.offsite.endpoint))
+    cnpg = profile.postgres.cnpg
+    if profile.postgres.mode == "cnpg" and cnpg is not None and cnpg.backup is not None:
+        endpoints.append(("postgres.cnpg.backup.endpoint", cnpg.backup.endpoint))
+    for key, endpoint in endpoints:
+        if endpoint and urlparse(endpoint).scheme != "https":
+            return key, (f"must be an https URL in the {profile.tier} tier: backups and uploads would cross the "
+                         f"network unencrypted (got {endpoint!r})")
+    return None
+
+
 # Rules by tier, not by environment name.
 RULES: dict[str, tuple[Rule, ...]] = {
     "dev": (),
-    "stage": (images_pinned, no_dev_server, real_tls, admin_restricted, server_settings_module),
+    "stage": (images_pinned, no_dev_server, real_tls, admin_restricted, server_settings_module, storage_over_tls),
     "prod": (images_pinned, no_dev_server, real_tls, production_acme, api_highly_available,
-             alerts_delivered, admin_restricted, server_settings_module, backups_leave_the_cluster),
+             alerts_delivered, admin_restricted, server_settings_module, backups_leave_the_cluster,
+             storage_over_tls),
 }
 
 

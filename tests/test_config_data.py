@@ -104,6 +104,14 @@ BAD_DATA_PROFILES = [
      "endpoint: http://minio:9000\n      bucket", "postgres.cnpg.backup.endpoint", "outside the cluster"),
     ("prod-backups-stay-inside", "prod.yaml", "    enabled: true\n    endpoint:", "    enabled: false\n    endpoint:",
      "backups.offsite.enabled", "inside the cluster"),
+    # Off-cluster storage is reached over TLS in stage and prod.
+    ("prod-offsite-plain-http", "prod.yaml", "    endpoint: https://s3.eu-central-1.amazonaws.com\n    region",
+     "    endpoint: http://s3.eu-central-1.amazonaws.com\n    region", "backups.offsite.endpoint", "https URL"),
+    ("prod-archive-plain-http", "prod.yaml", "endpoint: https://s3.eu-central-1.amazonaws.com\n      bucket",
+     "endpoint: http://s3.eu-central-1.amazonaws.com\n      bucket", "postgres.cnpg.backup.endpoint", "https URL"),
+    ("stage-object-store-plain-http", "stage.yaml", "secrets:\n",
+     "object_store: {mode: external, external_endpoint: 'http://s3.example.net'}\nsecrets:\n",
+     "object_store.external_endpoint", "https URL"),
 ]
 
 
@@ -112,3 +120,12 @@ BAD_DATA_PROFILES = [
 def test_bad_data_tier_value_is_rejected_cleanly(workspace, case, file, old, new, key, words):  # noqa: F811
     assert key, f"{case}: every data-tier case names its key"
     assert_rejected_cleanly(workspace, case, file, old, new, key, words)
+
+
+def test_dev_may_use_plain_http_storage():
+    """A laptop's local S3 server is http; only stage and prod need TLS."""
+    from tests.support.render import profile_with
+
+    profile = profile_with("dev", {"object_store": {"mode": "external", "external_endpoint": "http://127.0.0.1:9000"},
+                                   "backups": {"offsite": {"enabled": True, "endpoint": "http://127.0.0.1:9100"}}})
+    assert profile.backups.offsite.endpoint.startswith("http://")
