@@ -53,9 +53,10 @@ venv() {
 }
 
 apt_packages() {
-  # PostgreSQL, Redis, promtool, amtool and Alertmanager, rclone, jq and shellcheck run for real in the tests;
-  # debootstrap builds the runtime roots.
-  local packages=(postgresql redis-server prometheus prometheus-alertmanager rclone shellcheck jq debootstrap)
+  # PostgreSQL, Redis, promtool, amtool and Alertmanager, rclone, jq, shellcheck and skopeo run for real
+  # in the tests; debootstrap builds the runtime roots.
+  local packages=(postgresql redis-server prometheus prometheus-alertmanager rclone shellcheck jq skopeo
+                  debootstrap)
   local missing=()
   for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
