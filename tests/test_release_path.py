@@ -540,6 +540,22 @@ def test_promote_refuses_an_env_that_runs_by_tag(tmp_path, capsys):
     assert (env_dir / "prod.yaml").read_text() == before
 
 
+@pytest.mark.parametrize("key", ["api.image", "backups.image", "monitoring.celery_exporter_image"])
+def test_promote_refuses_when_any_project_image_runs_by_tag(tmp_path, capsys, key):
+    """Every image the project builds is promoted by digest or not at all."""
+    env_dir = tmp_path / "env"
+    shutil.copytree(ENV_DIR, env_dir)
+    pinned_stage(env_dir)
+    stage = env_dir / "stage.yaml"
+    section, attribute = key.split(".")
+    by_tag = Image(repository=load_profile(env_dir, "stage").image_refs()[key].repository, tag="1.2.3")
+    stage.write_text(promote.set_image(stage.read_text(), section, by_tag, attribute))
+    before = (env_dir / "prod.yaml").read_text()
+    assert promote.main(["--env-dir", str(env_dir)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {stage}: {key}.digest: stage runs {by_tag.ref} by tag")
+    assert (env_dir / "prod.yaml").read_text() == before
+
+
 @pytest.mark.parametrize("text", [
     "tier: prod\napi:\n  replicas: 3\n",
     "tier: prod\napi:\n  image:\n    repository: r\n    tag: \"1\"\n\n  replicas: 3\n",
