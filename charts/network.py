@@ -60,8 +60,9 @@ def pods_in(namespace: str, labels: Mapping[str, str], key: str) -> Peer:
     return Peer(key=key, selector=tuple(sorted(labels.items())), namespace=namespace)
 
 
-# Where pods, nodes and Services live: RFC 1918, and for IPv6 unique-local
-# (RFC 4193) and link-local addresses.
+# Where pods, nodes and Services usually live: RFC 1918, and for IPv6
+# unique-local (RFC 4193) and link-local addresses. A cluster that gives pods
+# global IPv6 addresses (EKS IPv6) is not covered: name a narrower cidr there.
 PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7", "fe80::/10")
 
 

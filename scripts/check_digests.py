@@ -136,7 +136,10 @@ def check(pinned: Pinned, platforms: Sequence[str], strict: bool, skopeo_args: S
     except ValueError:
         return False, f"error: {pinned.ref}: not a JSON manifest"
     media_type = manifest.get("mediaType", "")
-    if media_type not in INDEX_TYPES:
+    # The OCI spec only recommends mediaType on an index; without one, its
+    # `manifests` list is what makes it an index.
+    is_index = media_type in INDEX_TYPES or (not media_type and isinstance(manifest.get("manifests"), list))
+    if not is_index:
         return False, (f"error: {pinned.ref}: a single-platform manifest ({media_type or 'no mediaType'}), not "
                        "the tag's multi-platform index: nodes of another architecture could not run it")
     offered = {"/".join(filter(None, (m.get("platform", {}).get("os"), m.get("platform", {}).get("architecture"),

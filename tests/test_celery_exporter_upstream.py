@@ -23,8 +23,9 @@ what the exporter exposes beyond the list is named in the list's header; the
 labels the rendered rules and the celery dashboard group and match by exist
 on those series; queue lengths for CE_QUEUES without a consumer; the
 heartbeat task's success counter; the worker's hostname label against the
-rules' pod pattern; worker-offline; no readiness with a wrong broker password.
-Recorded as an expected failure: the exporter exits when it loses the broker.
+rules' pod pattern; worker-offline; no readiness with a wrong broker password;
+a broker outage survived (the chart's CE_RETRY_INTERVAL: without it, v0.12.2
+exits on the first broker error).
 That the rules name only listed metrics is checked where they are made
 (charts/monitoring/rules.py alert_groups, covered by tests/test_monitoring.py).
 """

@@ -149,6 +149,16 @@ def test_a_multi_platform_index_the_tag_still_names_passes(registry):
     assert passed and line.startswith("ok: "), line
 
 
+def test_an_index_without_a_media_type_is_still_an_index(registry):
+    """The OCI image spec only recommends mediaType on an index."""
+    bare = json.loads(MULTI)
+    del bare["mediaType"]
+    body = json.dumps(bare).encode()
+    digest = registry.put("grafana/grafana", "13.1.3", OCI_INDEX, body)
+    passed, line = run_check(registry, "grafana/grafana", "13.1.3", digest)
+    assert passed and line.startswith("ok: "), line
+
+
 def test_a_digest_the_registry_does_not_have_fails(registry):
     registry.put("valkey/valkey", "9.1.1-trixie", OCI_INDEX, MULTI)
     passed, line = run_check(registry, "valkey/valkey", "9.1.1-trixie", digest_of(b"nothing"))

@@ -3,8 +3,11 @@ one line naming the file and the key, exit 2, dist/ untouched."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
+from tests.support.manifests import ENV_DIR
 from tests.test_config import assert_rejected_cleanly, good_dist, workspace  # noqa: F401 (fixtures)
 
 EXTERNAL_PG = ("postgres:\n  mode: external\n  external: {host: db.example.internal, cidr: 10.0.0.0/16, "
@@ -122,10 +125,20 @@ def test_bad_data_tier_value_is_rejected_cleanly(workspace, case, file, old, new
     assert_rejected_cleanly(workspace, case, file, old, new, key, words)
 
 
-def test_dev_may_use_plain_http_storage():
-    """A laptop's local S3 server is http; only stage and prod need TLS."""
-    from tests.support.render import profile_with
+def test_dev_may_use_plain_http_storage(tmp_path):
+    """A laptop's local S3 server is http; only stage and prod need TLS. Loaded
+    as the render loads it, with the tier's rules applied."""
+    from charts.config import load_profile, storage_over_tls
 
-    profile = profile_with("dev", {"object_store": {"mode": "external", "external_endpoint": "http://127.0.0.1:9000"},
-                                   "backups": {"offsite": {"enabled": True, "endpoint": "http://127.0.0.1:9100"}}})
-    assert profile.backups.offsite.endpoint.startswith("http://")
+    env_dir = tmp_path / "env"
+    shutil.copytree(ENV_DIR, env_dir)
+    dev = env_dir / "dev.yaml"
+    text = dev.read_text()
+    assert "\nobject_store:\n" in text
+    dev.write_text(text.replace("\nobject_store:\n",
+                                "\nobject_store:\n  mode: external\n  external_endpoint: http://127.0.0.1:9000\n", 1))
+    profile = load_profile(env_dir, "dev")
+    assert profile.object_store.external_endpoint == "http://127.0.0.1:9000"
+    # The rule would refuse it: dev passes because its tier does not apply it.
+    violation = storage_over_tls(profile)
+    assert violation is not None and violation[0] == "object_store.external_endpoint", violation

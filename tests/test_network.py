@@ -493,7 +493,7 @@ def test_external_ranges_exclude_the_private_ranges_they_contain(cidr):
     assert set(external(cidr, key="x").cidr_except) == EXTERNAL_EXCEPTIONS[cidr]
 
 
-def test_an_ipv6_offsite_target_cannot_reach_pods():
+def test_an_ipv6_offsite_target_excludes_the_private_ipv6_ranges():
     from tests.support.render import render_with
 
     _stack, objects = render_with("prod", {"backups": {"offsite": {"cidr": "::/0"}}})

@@ -501,10 +501,12 @@ def pinned_stage(env_dir: Path) -> tuple[Image, Image, Image]:
     stage.write_text(stage.read_text().replace(
         '  image: {repository: ghcr.io/vibearena/api, tag: "0.1.0"}\n',
         f'  image: {{repository: ghcr.io/vibearena/api, tag: "{REVISION}", digest: "{DIGEST}", '
-        f'revision: "{REVISION}"}}\n') + f'backups:\n  image: {{repository: ghcr.io/vibearena/backup, '
-                                          f'tag: "{REVISION}", digest: "{OTHER_DIGEST}"}}\n'
-                     + f'monitoring:\n  celery_exporter_image: {{repository: ghcr.io/vibearena/celery-exporter, '
-                       f'tag: "{REVISION}", digest: "{THIRD_DIGEST}"}}\n')
+        f'revision: "{REVISION}"}}\n').replace(
+        '  celery_exporter_image: {repository: danihodovic/celery-exporter, tag: "0.11.1"}\n',
+        f'  celery_exporter_image: {{repository: ghcr.io/vibearena/celery-exporter, tag: "{REVISION}", '
+        f'digest: "{THIRD_DIGEST}"}}\n') + f'backups:\n  image: {{repository: ghcr.io/vibearena/backup, '
+                                           f'tag: "{REVISION}", digest: "{OTHER_DIGEST}"}}\n')
+    assert stage.read_text().count("ghcr.io/vibearena/") == 3, "stage.yaml's image lines moved"
     return api, backup, exporter
 
 

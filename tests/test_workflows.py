@@ -343,3 +343,15 @@ def test_third_party_digests_are_checked_against_their_registries() -> None:
     assert "scripts/check_digests.py" in script and "set -euo pipefail" in script, \
         "the check's exit status must survive the pipe into the step summary"
     assert "--strict" not in script and "--skopeo-arg" not in script, "real registries, TLS verified"
+
+
+def test_ci_installs_every_debian_package_setup_checks_for() -> None:
+    """setup.sh stops without root when a package is missing (GitHub's runner
+    user), so ci.yml must install them all with sudo first."""
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    listed = re.search(r"local packages=\(([^)]*)\)", setup)
+    assert listed, "setup.sh's apt package list moved"
+    wanted = set(listed.group(1).split())
+    assert {"postgresql", "skopeo", "debootstrap"} <= wanted
+    installed = set(load(WORKFLOWS / "ci.yml")["env"]["APT_PACKAGES"].split())
+    assert wanted <= installed, f"ci.yml's APT_PACKAGES lacks {sorted(wanted - installed)}"
