@@ -30,6 +30,7 @@ from charts.config import ProfileError, load_profile
 from tests.support.manifests import ENV_DIR, ENVS, of_kind, one
 from tests.support.render import render_with
 from tests.support.services import free_port, terminate, wait_for_port
+from tests.test_config import edit
 
 AMTOOL = shutil.which("amtool")
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
@@ -309,11 +310,8 @@ def test_bad_alerting_input_names_the_key(tmp_path, file, old, new, key, words):
 def test_monitoring_off_needs_no_alert_destination(tmp_path):
     env_dir = tmp_path / "env"
     shutil.copytree(ENV_DIR, env_dir)
-    path = env_dir / "prod.yaml"
-    text = path.read_text()
-    assert "\n  alertmanager:\n    mode: bundled" in text
-    path.write_text(text.replace("\n  alertmanager:\n    mode: bundled",
-                                 "\n  mode: 'off'\n  alertmanager:\n    mode: 'off'", 1))
+    edit(env_dir / "prod.yaml", "\n  alertmanager:\n    mode: bundled",
+         "\n  mode: 'off'\n  alertmanager:\n    mode: 'off'")
     assert load_profile(env_dir, "prod").monitoring.mode == "off"
 
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from tests.support.manifests import ENV_DIR
-from tests.test_config import assert_rejected_cleanly, good_dist, workspace  # noqa: F401 (fixtures)
+from tests.test_config import assert_rejected_cleanly, edit, good_dist, workspace  # noqa: F401 (fixtures)
 
 EXTERNAL_PG = ("postgres:\n  mode: external\n  external: {host: db.example.internal, cidr: 10.0.0.0/16, "
                "ca: {name: db-ca}}\n")
@@ -132,11 +132,8 @@ def test_dev_may_use_plain_http_storage(tmp_path):
 
     env_dir = tmp_path / "env"
     shutil.copytree(ENV_DIR, env_dir)
-    dev = env_dir / "dev.yaml"
-    text = dev.read_text()
-    assert "\nobject_store:\n" in text
-    dev.write_text(text.replace("\nobject_store:\n",
-                                "\nobject_store:\n  mode: external\n  external_endpoint: http://127.0.0.1:9000\n", 1))
+    edit(env_dir / "dev.yaml", "\nobject_store:\n",
+         "\nobject_store:\n  mode: external\n  external_endpoint: http://127.0.0.1:9000\n")
     profile = load_profile(env_dir, "dev")
     assert profile.object_store.external_endpoint == "http://127.0.0.1:9000"
     # The rule would refuse it: dev passes because its tier does not apply it.
